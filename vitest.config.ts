@@ -1,0 +1,29 @@
+import { defineConfig } from 'vitest/config';
+
+// Packages resolve each other to src/ through the "@spillway/source" export condition,
+// so unit and integration tests run without a prior build.
+export default defineConfig({
+  resolve: { conditions: ['@spillway/source'] },
+  ssr: { resolve: { conditions: ['@spillway/source'] } },
+  test: {
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['packages/*/src/**/*.test.ts'],
+          exclude: ['packages/*/src/**/*.int.test.ts', '**/node_modules/**', '**/dist/**'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['packages/*/src/**/*.int.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+    ],
+  },
+});
