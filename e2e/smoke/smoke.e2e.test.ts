@@ -1,4 +1,4 @@
-import type { V1Job, V1Pod } from '@kubernetes/client-node';
+import { CoordinationV1Api, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cpuNode,
@@ -33,7 +33,10 @@ beforeAll(async () => {
           cpuNode('donor-a-cpu-0'),
         ],
       },
-      { name: 'donor-b', nodes: [gpuNode('donor-b-gpu-0', 4, 'H100-80GB'), cpuNode('donor-b-cpu-0')] },
+      {
+        name: 'donor-b',
+        nodes: [gpuNode('donor-b-gpu-0', 4, 'H100-80GB'), cpuNode('donor-b-cpu-0')],
+      },
     ],
   });
   console.log(`test bed: 3 clusters ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -46,7 +49,11 @@ afterAll(async () => {
   await stopAll();
 });
 
-function gpuJob(name: string, annotations: Record<string, string>, resources = { [GPU_RESOURCE]: '1' }): V1Job {
+function gpuJob(
+  name: string,
+  annotations: Record<string, string>,
+  resources: Record<string, string> = { [GPU_RESOURCE]: '1' },
+): V1Job {
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -70,21 +77,35 @@ function gpuJob(name: string, annotations: Record<string, string>, resources = {
   };
 }
 
-async function jobPod(cluster: TestCluster, job: string, until: (pod: V1Pod) => boolean, what: string): Promise<V1Pod> {
+async function jobPod(
+  cluster: TestCluster,
+  job: string,
+  until: (pod: V1Pod) => boolean,
+  what: string,
+): Promise<V1Pod> {
   return poll(
     async () => {
-      const pods = await cluster.core.listNamespacedPod({ namespace: 'default', labelSelector: `job-name=${job}` });
+      const pods = await cluster.core.listNamespacedPod({
+        namespace: 'default',
+        labelSelector: `job-name=${job}`,
+      });
       return pods.items.find(until);
     },
     { timeoutMs: 60_000, intervalMs: 250, what: `${what} (cluster ${cluster.name}, job ${job})` },
   );
 }
 
-async function jobCondition(cluster: TestCluster, job: string, type: 'Complete' | 'Failed'): Promise<V1Job> {
+async function jobCondition(
+  cluster: TestCluster,
+  job: string,
+  type: 'Complete' | 'Failed',
+): Promise<V1Job> {
   return poll(
     async () => {
       const j = await cluster.batch.readNamespacedJob({ name: job, namespace: 'default' });
-      return j.status?.conditions?.some((c) => c.type === type && c.status === 'True') ? j : undefined;
+      return j.status?.conditions?.some((c) => c.type === type && c.status === 'True')
+        ? j
+        : undefined;
     },
     { timeoutMs: 60_000, intervalMs: 250, what: `job ${job} in ${cluster.name} to be ${type}` },
   );
@@ -125,7 +146,7 @@ describe('test bed', () => {
     const lease = await poll(
       async () => {
         const l = await donorA.kubeConfig
-          .makeApiClient((await import('@kubernetes/client-node')).CoordinationV1Api)
+          .makeApiClient(CoordinationV1Api)
           .readNamespacedLease({ name: 'donor-a-gpu-0', namespace: 'kube-node-lease' });
         return l.spec?.renewTime ? l : undefined;
       },
@@ -139,10 +160,20 @@ describe('test bed', () => {
       namespace: 'default',
       body: gpuJob('train', podOutcome('succeed', { runFor: '3s' })),
     });
-    const running = await jobPod(donorA, 'train', (p) => p.status?.phase === 'Running', 'a Running pod');
+    const running = await jobPod(
+      donorA,
+      'train',
+      (p) => p.status?.phase === 'Running',
+      'a Running pod',
+    );
     expect(running.spec?.nodeName).toBe('donor-a-gpu-0');
     expect(running.status?.podIP).toBeTruthy();
-    const done = await jobPod(donorA, 'train', (p) => p.status?.phase === 'Succeeded', 'a Succeeded pod');
+    const done = await jobPod(
+      donorA,
+      'train',
+      (p) => p.status?.phase === 'Succeeded',
+      'a Succeeded pod',
+    );
     expect(done.status?.containerStatuses?.[0]?.state?.terminated?.exitCode).toBe(0);
     const job = await jobCondition(donorA, 'train', 'Complete');
     expect(job.status?.succeeded).toBe(1);
@@ -156,7 +187,10 @@ describe('test bed', () => {
     const pending = await jobPod(
       origin,
       'train',
-      (p) => p.status?.conditions?.some((c) => c.type === 'PodScheduled' && c.reason === 'Unschedulable') ?? false,
+      (p) =>
+        p.status?.conditions?.some(
+          (c) => c.type === 'PodScheduled' && c.reason === 'Unschedulable',
+        ) ?? false,
       'an Unschedulable pod',
     );
     const scheduled = pending.status?.conditions?.find((c) => c.type === 'PodScheduled');
@@ -166,7 +200,10 @@ describe('test bed', () => {
     expect(scheduled?.message).toContain(`Insufficient ${GPU_RESOURCE}`);
     // Still pending a while later: nothing in the origin can run it.
     await new Promise((r) => setTimeout(r, 3_000));
-    const again = await origin.core.readNamespacedPod({ name: pending.metadata!.name!, namespace: 'default' });
+    const again = await origin.core.readNamespacedPod({
+      name: pending.metadata!.name!,
+      namespace: 'default',
+    });
     expect(again.status?.phase).toBe('Pending');
     const job = await origin.batch.readNamespacedJob({ name: 'train', namespace: 'default' });
     expect(job.status?.succeeded ?? 0).toBe(0);
@@ -177,7 +214,12 @@ describe('test bed', () => {
       namespace: 'default',
       body: gpuJob('mig', podOutcome('succeed'), { 'nvidia.com/mig-1g.10gb': '1' }),
     });
-    const done = await jobPod(donorA, 'mig', (p) => p.status?.phase === 'Succeeded', 'a Succeeded pod');
+    const done = await jobPod(
+      donorA,
+      'mig',
+      (p) => p.status?.phase === 'Succeeded',
+      'a Succeeded pod',
+    );
     expect(done.spec?.nodeName).toBe('donor-a-mig-0');
     await jobCondition(donorA, 'mig', 'Complete');
   });
@@ -187,7 +229,12 @@ describe('test bed', () => {
       namespace: 'default',
       body: gpuJob('crash', podOutcome('fail', { runFor: '1s', exitCode: 3 })),
     });
-    const failed = await jobPod(donorB, 'crash', (p) => p.status?.phase === 'Failed', 'a Failed pod');
+    const failed = await jobPod(
+      donorB,
+      'crash',
+      (p) => p.status?.phase === 'Failed',
+      'a Failed pod',
+    );
     expect(failed.spec?.nodeName).toBe('donor-b-gpu-0');
     const terminated = failed.status?.containerStatuses?.[0]?.state?.terminated;
     expect(terminated?.exitCode).toBe(3);
