@@ -7,3 +7,5 @@ export * from './retry.js';
 export * from './identity.js';
 export * from './pki.js';
 export * from './lifecycle.js';
+export * from './quantity.js';
+export * from './gpu.js';
