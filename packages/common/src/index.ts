@@ -9,3 +9,5 @@ export * from './pki.js';
 export * from './lifecycle.js';
 export * from './quantity.js';
 export * from './gpu.js';
+export * from './labels.js';
+export * from './podrefs.js';
