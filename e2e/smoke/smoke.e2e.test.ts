@@ -152,7 +152,7 @@ describe('test bed', () => {
       },
       { timeoutMs: 30_000, what: 'the lease of donor-a-gpu-0' },
     );
-    expect(lease.spec?.holderIdentity).toBe('donor-a-gpu-0');
+    expect(lease.spec?.leaseDurationSeconds).toBe(40);
   });
 
   it('schedules a GPU Job in a donor onto a GPU node, where it runs and succeeds', async () => {

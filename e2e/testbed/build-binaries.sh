@@ -90,7 +90,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$k8s_date"
 done
 
-log "building Kubernetes $K8S_VERSION control plane into $bin (cold: about 15-25 min on 2 cores)"
+log "building Kubernetes $K8S_VERSION control plane into $bin (cold: about 10 min on 2 cores)"
 (cd "$mods/kube" && "$go_bin" build "${build_flags[@]}" -ldflags "$kube_ldflags" -o "$bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \

@@ -202,8 +202,13 @@ export class TestCluster {
           tlsPrivateKeyFile: pki.kwokServingKeyFile,
           manageNodesWithAnnotationSelector: KWOK_NODE_SELECTOR,
           nodeLeaseDurationSeconds: 40,
+          // A config file given, kwok fills in no defaults for these.
+          nodeLeaseParallelism: 4,
           podPlayStageParallelism: 16,
           nodePlayStageParallelism: 4,
+          podsOnNodeSyncParallelism: 2,
+          enablePodsOnNodeSyncListPager: true,
+          enableDebuggingHandlers: true,
         }),
       ),
     ]);
