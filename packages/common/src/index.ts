@@ -11,3 +11,4 @@ export * from './quantity.js';
 export * from './gpu.js';
 export * from './labels.js';
 export * from './podrefs.js';
+export * from './kube.js';

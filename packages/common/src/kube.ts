@@ -1,0 +1,156 @@
+import {
+  KubeConfig,
+  PatchStrategy,
+  makeInformer,
+  setHeaderOptions,
+  type Informer,
+  type KubernetesObject,
+  type ListPromise,
+  type ObjectCache,
+} from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { ErrorCode, SpillwayError } from './errors.js';
+import { Backoff } from './retry.js';
+
+export interface KubeConfigOptions {
+  /** Path to a kubeconfig; in-cluster config when absent and running in a pod. */
+  kubeconfig?: string;
+  context?: string;
+}
+
+export function loadKubeConfig(opts: KubeConfigOptions = {}): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
+    else kc.loadFromDefault();
+  } catch (err) {
+    throw new SpillwayError(
+      ErrorCode.INVALID_CONFIG,
+      `cannot read kubeconfig ${opts.kubeconfig ?? '(default)'}: ${(err as Error).message}`,
+      {
+        field: '--kubeconfig',
+        cause: err,
+      },
+    );
+  }
+  if (opts.context) {
+    if (!kc.getContexts().some((c) => c.name === opts.context)) {
+      throw new SpillwayError(
+        ErrorCode.INVALID_CONFIG,
+        `context "${opts.context}" is not in the kubeconfig`,
+        { field: '--context' },
+      );
+    }
+    kc.setCurrentContext(opts.context);
+  }
+  if (!kc.getCurrentCluster()) {
+    throw new SpillwayError(ErrorCode.INVALID_CONFIG, 'the kubeconfig has no current cluster', {
+      field: '--kubeconfig',
+    });
+  }
+  return kc;
+}
+
+/** HTTP status of a Kubernetes API error, if it is one. */
+export function apiStatus(err: unknown): number | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown; response?: { statusCode?: unknown } };
+  if (typeof e?.code === 'number') return e.code;
+  if (typeof e?.statusCode === 'number') return e.statusCode;
+  if (typeof e?.response?.statusCode === 'number') return e.response.statusCode;
+  return undefined;
+}
+
+export const isNotFound = (err: unknown): boolean => apiStatus(err) === 404;
+export const isConflict = (err: unknown): boolean => apiStatus(err) === 409;
+export const isAlreadyExists = isConflict;
+
+/** Options for client-node patch calls sending a JSON merge patch. */
+export const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+export const STRATEGIC_MERGE_PATCH = setHeaderOptions(
+  'Content-Type',
+  PatchStrategy.StrategicMergePatch,
+);
+
+/** A short message from a Kubernetes API error, for logs and Events. */
+export function apiMessage(err: unknown): string {
+  const e = err as { body?: unknown; message?: string };
+  if (typeof e?.body === 'string') {
+    try {
+      const parsed = JSON.parse(e.body) as { message?: string };
+      if (parsed.message) return parsed.message;
+    } catch {
+      return e.body.slice(0, 300);
+    }
+  }
+  if (e?.body && typeof e.body === 'object' && 'message' in e.body) return String(e.body.message);
+  return e?.message ?? String(err);
+}
+
+export interface ManagedInformer<T extends KubernetesObject> {
+  informer: Informer<T> & ObjectCache<T>;
+  /** Resolves once the first list has been loaded into the cache. */
+  synced: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * An informer that keeps itself running: client-node's informer lists, watches and
+ * handles 410 resyncs; on a watch error it stops, so restart it with backoff.
+ */
+export function runInformer<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  list: ListPromise<T>,
+  logger: Logger,
+  labelSelector?: string,
+): ManagedInformer<T> {
+  const informer = makeInformer<T>(kc, path, list, labelSelector);
+  const backoff = new Backoff({ baseMs: 200, maxMs: 10_000 });
+  let stopped = false;
+  let isSynced = false;
+  let failedDuringStart: unknown;
+  let timer: NodeJS.Timeout | undefined;
+  // client-node reports a failed list or watch through 'error' and then stops; start()
+  // itself resolves either way. Before the first sync the loop below retries; after it,
+  // restart here with backoff.
+  informer.on('error', (err: unknown) => {
+    if (stopped) return;
+    if (!isSynced) {
+      failedDuringStart = err;
+      return;
+    }
+    const delay = backoff.next();
+    logger.warn({ err: apiMessage(err), path, delayMs: delay }, 'watch failed; restarting');
+    timer = setTimeout(() => {
+      if (!stopped) informer.start().catch(() => undefined);
+    }, delay);
+  });
+  informer.on('connect', () => backoff.reset());
+  const synced = (async () => {
+    const b = new Backoff({ baseMs: 200, maxMs: 5_000 });
+    while (!stopped) {
+      failedDuringStart = undefined;
+      try {
+        await informer.start();
+      } catch (err) {
+        failedDuringStart = err;
+      }
+      if (failedDuringStart === undefined) {
+        isSynced = true;
+        return;
+      }
+      logger.warn({ err: apiMessage(failedDuringStart), path }, 'initial list failed; retrying');
+      await informer.stop().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, b.next()));
+    }
+  })();
+  return {
+    informer,
+    synced,
+    stop: async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await informer.stop();
+    },
+  };
+}
