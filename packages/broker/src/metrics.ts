@@ -1,0 +1,189 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from '@spillway/common';
+import type { Store } from './store/store.js';
+
+/** Outcome label of spillway_placements_total: `placed`, or the refusal code (NO_FIT ...). */
+export type PlacementResultLabel = string;
+
+export interface MetricsOptions {
+  /** Node.js process metrics (memory, event loop lag); off in tests to keep scrapes small. */
+  processMetrics?: boolean;
+  /** Connections silent longer than this are not counted as connected. */
+  heartbeatTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * The broker's Prometheus metrics. One instance per broker, with its own registry, so tests
+ * and several brokers in one process never share counters. The core and the gRPC layer call
+ * the observe*() methods; gauges that describe stored state read the store on each scrape.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly contentType = this.registry.contentType;
+
+  private readonly placements: Counter<'result'>;
+  private readonly placementDuration: Histogram<'result'>;
+  private readonly authFailures: Counter<'reason'>;
+  private readonly httpRequests: Counter<'method' | 'route' | 'status'>;
+  private readonly streams: Gauge<'component'>;
+  private readonly scrapeErrors: Counter;
+  private store: Store | undefined;
+  private readonly heartbeatTimeoutMs: number;
+  private readonly logger: Logger | undefined;
+
+  constructor(opts: MetricsOptions = {}) {
+    this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 15_000;
+    this.logger = opts.logger;
+    const registers = [this.registry];
+    if (opts.processMetrics) collectDefaultMetrics({ register: this.registry });
+
+    this.placements = new Counter({
+      name: 'spillway_placements_total',
+      help: 'Placement requests by result (placed, or the refusal code such as NO_FIT)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.placementDuration = new Histogram({
+      name: 'spillway_placement_duration_seconds',
+      help: 'Time to decide and reserve a placement',
+      labelNames: ['result'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    this.authFailures = new Counter({
+      name: 'spillway_auth_failures_total',
+      help: 'Rejected REST authentications by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.httpRequests = new Counter({
+      name: 'spillway_http_requests_total',
+      help: 'REST requests by method, route pattern and status code',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+    });
+    this.streams = new Gauge({
+      name: 'spillway_streams_open',
+      help: 'Cluster streams held by this broker replica, by component',
+      labelNames: ['component'],
+      registers,
+    });
+    this.scrapeErrors = new Counter({
+      name: 'spillway_metrics_store_errors_total',
+      help: 'Scrapes where the store could not be read (store-backed gauges kept their last value)',
+      registers,
+    });
+
+    // Store-backed gauges: the store is the truth shared by all replicas, so read it on scrape.
+    // A store failure must not fail the whole scrape; the gauge keeps its last value.
+    const connected: Gauge = new Gauge({
+      name: 'spillway_connected_clusters',
+      help: 'Clusters with at least one live stream to any broker replica',
+      registers,
+      collect: async () => {
+        const store = this.store;
+        if (!store) return;
+        try {
+          const cutoff = Date.now() - this.heartbeatTimeoutMs;
+          const conns = await store.listConnections();
+          const live = new Set(
+            conns.filter((c) => Date.parse(c.lastSeenAt) >= cutoff).map((c) => c.clusterId),
+          );
+          connected.set(live.size);
+        } catch (err) {
+          this.storeError(err);
+        }
+      },
+    });
+    const freeGpus: Gauge<'product' | 'resource'> = new Gauge({
+      name: 'spillway_free_gpus',
+      help: 'Free GPUs on ready, uncordoned nodes of all clusters, by product and resource',
+      labelNames: ['product', 'resource'],
+      registers,
+      collect: async () => {
+        const store = this.store;
+        if (!store) return;
+        try {
+          const [inventories, clusters] = await Promise.all([
+            store.listInventories(),
+            store.listClusters(),
+          ]);
+          const excluded = new Set(
+            clusters.filter((c) => c.revokedAt !== undefined || c.policy.cordoned).map((c) => c.id),
+          );
+          const sums = new Map<string, { product: string; resource: string; free: number }>();
+          for (const inv of inventories) {
+            if (excluded.has(inv.clusterId)) continue;
+            for (const node of inv.nodes) {
+              if (!node.ready || node.cordoned) continue;
+              for (const [resource, amount] of Object.entries(node.gpus)) {
+                const product = node.gpuProduct || 'unknown';
+                const key = `${product}\u0000${resource}`;
+                const row = sums.get(key) ?? { product, resource, free: 0 };
+                row.free += amount.free;
+                sums.set(key, row);
+              }
+            }
+          }
+          // reset() drops label sets of GPUs that went away since the last scrape.
+          freeGpus.reset();
+          for (const row of sums.values())
+            freeGpus.set({ product: row.product, resource: row.resource }, row.free);
+        } catch (err) {
+          this.storeError(err);
+        }
+      },
+    });
+    const reservationsOpen: Gauge = new Gauge({
+      name: 'spillway_reservations_open',
+      help: 'GPU reservations promised but not yet seen bound on the donor',
+      registers,
+      collect: async () => {
+        const store = this.store;
+        if (!store) return;
+        try {
+          reservationsOpen.set((await store.listReservations({ states: ['open'] })).length);
+        } catch (err) {
+          this.storeError(err);
+        }
+      },
+    });
+  }
+
+  /** Lets the store-backed gauges read `store` on scrape. */
+  bindStore(store: Store): void {
+    this.store = store;
+  }
+
+  observePlacement(result: PlacementResultLabel, seconds: number): void {
+    this.placements.inc({ result });
+    this.placementDuration.observe({ result }, seconds);
+  }
+
+  authFailure(reason: string): void {
+    this.authFailures.inc({ reason });
+  }
+
+  httpRequest(method: string, route: string, status: number): void {
+    this.httpRequests.inc({ method, route, status: String(status) });
+  }
+
+  streamOpened(component: string): void {
+    this.streams.inc({ component });
+  }
+
+  streamClosed(component: string): void {
+    this.streams.dec({ component });
+  }
+
+  /** The text exposition format, for GET /metrics. */
+  async render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  private storeError(err: unknown): void {
+    this.scrapeErrors.inc();
+    this.logger?.warn({ err }, 'metrics: store read failed');
+  }
+}
