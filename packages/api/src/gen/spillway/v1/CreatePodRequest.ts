@@ -17,6 +17,10 @@ export interface CreatePodRequest {
    */
   'config_maps_json'?: (string)[];
   'secrets_json'?: (string)[];
+  /**
+   * The donor node the reservation holds GPUs on; the pod is pinned to it.
+   */
+  'node_name'?: (string);
 }
 
 export interface CreatePodRequest__Output {
@@ -33,4 +37,8 @@ export interface CreatePodRequest__Output {
    */
   'config_maps_json': (string)[];
   'secrets_json': (string)[];
+  /**
+   * The donor node the reservation holds GPUs on; the pod is pinned to it.
+   */
+  'node_name': (string);
 }
