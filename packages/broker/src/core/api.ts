@@ -1,0 +1,237 @@
+import type { EventEmitter } from 'node:events';
+import type {
+  ClusterInventory,
+  ClusterRecord,
+  ClusterRole,
+  Component,
+  DonorPolicy,
+  NodeInventory,
+  PeeringRecord,
+  PlacementPolicy,
+  PodRef,
+  ReservationRecord,
+  ReservationState,
+  Taint,
+} from '../model.js';
+
+/**
+ * The broker's core: every rule about clusters, peerings, inventory and placement lives
+ * behind this interface; the gRPC and REST layers only translate and authorize.
+ * All methods throw SpillwayError with a stable code and a message naming what was wrong.
+ */
+
+export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Revoked';
+
+export interface ClusterView {
+  id: string;
+  role: ClusterRole;
+  state: ClusterState;
+  createdAt: string;
+  lastSeenAt?: string;
+  /** Replica holding each component's stream. */
+  connections: Partial<Record<Component, { brokerId: string; connectedAt: string; lastSeenAt: string }>>;
+  policy: DonorPolicy;
+  certNotAfter?: string;
+  /** Sum over eligible nodes, by resource name. */
+  gpus: Record<string, { allocatable: number; free: number }>;
+  nodeCount: number;
+}
+
+export interface ClusterDetail extends ClusterView {
+  nodes: (NodeInventory & { eligible: boolean; reason?: string })[];
+  peerings: PeeringRecord[];
+}
+
+export interface ClusterPatch {
+  cordoned?: boolean;
+  policy?: Partial<DonorPolicy>;
+}
+
+export interface JoinTokenInput {
+  clusterId: string;
+  role: ClusterRole;
+  /** Default 15 minutes; at most 24 hours. */
+  ttlMs?: number;
+}
+
+export interface IssuedJoinToken {
+  /** `<id>.<secret>`; shown once. */
+  token: string;
+  id: string;
+  clusterId: string;
+  role: ClusterRole;
+  expiresAt: string;
+}
+
+export interface JoinResult {
+  clusterId: string;
+  certificatePem: string;
+  caPem: string;
+  notAfter: string;
+}
+
+export interface PeeringInput {
+  origin: string;
+  donor: string;
+  maxGpus?: number;
+  gpuProducts?: string[];
+}
+
+export interface LabelRequirement {
+  key: string;
+  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist' | 'Gt' | 'Lt';
+  values: string[];
+}
+
+export interface Toleration {
+  key: string;
+  operator: 'Exists' | 'Equal';
+  value: string;
+  effect: string;
+}
+
+export interface PlacementRequest {
+  pod: PodRef;
+  resource: string;
+  gpus: number;
+  nodeRequirements: LabelRequirement[];
+  tolerations: Toleration[];
+  cpuMillis: number;
+  memoryBytes: number;
+  /** Restrict to these donors; empty for all peered donors. */
+  donors: string[];
+  policy?: PlacementPolicy;
+}
+
+export interface CandidateVerdict {
+  donor: string;
+  node: string;
+  /** Empty for the chosen candidate and for feasible ones not chosen. */
+  reason: string;
+  score: number;
+}
+
+export type PlacementResult =
+  | { placed: true; reservation: ReservationRecord; verdicts: CandidateVerdict[] }
+  | {
+      placed: false;
+      /** NO_PEERING, NO_FIT, QUOTA_EXCEEDED, DONOR_NOT_READY. */
+      code: string;
+      reason: string;
+      verdicts: CandidateVerdict[];
+    };
+
+export interface CapacityFilter {
+  gpuProduct?: string;
+  minGpuMemoryMiB?: number;
+  /** Only donors peered with this origin, counted within the peering's limits. */
+  origin?: string;
+  resource?: string;
+}
+
+export interface CapacityRow {
+  cluster: string;
+  gpuProduct: string;
+  gpuMemoryMiB: number;
+  resource: string;
+  allocatable: number;
+  free: number;
+  /** Free GPUs on the single emptiest node: the largest pod that fits. */
+  largestFreeOnNode: number;
+  nodes: number;
+}
+
+export interface CapacitySummary {
+  rows: CapacityRow[];
+  totals: { allocatable: number; free: number };
+}
+
+export interface PeeringView extends PeeringRecord {
+  donorState: ClusterState | 'Cordoned';
+  /** GPUs the donor lends this origin right now, by resource. */
+  lendable: Record<string, number>;
+  inUse: Record<string, number>;
+  donorGpuProducts: string[];
+  tenantNamespace: string;
+  podSecurity: string;
+}
+
+/** What a cluster's streams are told: its peerings as origin and as donor. */
+export interface PeeringState {
+  asOrigin: PeeringView[];
+  asDonor: PeeringView[];
+}
+
+export interface PodStatusReport {
+  pod: PodRef;
+  remoteNamespace: string;
+  remoteName: string;
+  nodeName: string;
+  /** Phase from the donor pod's status. */
+  phase: string;
+  deleted: boolean;
+}
+
+export interface OffloadFilter {
+  origin?: string;
+  donor?: string;
+  states?: ReservationState[];
+}
+
+/** Events the core emits so the stream layer can push state to clusters. */
+export interface CoreEvents {
+  /** These clusters' PeeringState changed (peering added/removed, donor state or lending changed). */
+  peeringsChanged: [clusterIds: string[]];
+  /** A cluster was revoked: drop its streams. */
+  clusterRevoked: [clusterId: string];
+}
+
+export interface BrokerCore {
+  readonly brokerId: string;
+  readonly events: EventEmitter<CoreEvents>;
+
+  createJoinToken(input: JoinTokenInput): Promise<IssuedJoinToken>;
+  join(token: string, csrPem: string): Promise<JoinResult>;
+  renew(clusterId: string, csrPem: string): Promise<JoinResult>;
+  /** True if the serial is revoked or its cluster removed; cached, cheap per call. */
+  isRevoked(serial: string): Promise<boolean>;
+
+  listClusters(): Promise<ClusterView[]>;
+  getCluster(id: string): Promise<ClusterDetail>;
+  patchCluster(id: string, patch: ClusterPatch): Promise<ClusterView>;
+  /** Revokes the cluster's certificate, drops its peerings, inventory and streams. */
+  removeCluster(id: string): Promise<void>;
+  getClusterRecord(id: string): Promise<ClusterRecord | undefined>;
+
+  /** Stream lifecycle, called by the gRPC layer. */
+  connected(clusterId: string, component: Component): Promise<void>;
+  heartbeat(clusterId: string, component: Component): Promise<void>;
+  disconnected(clusterId: string, component: Component): Promise<void>;
+  applyCapacity(
+    clusterId: string,
+    update: { full: boolean; nodes: NodeInventory[]; removedNodes: string[]; sequence: number },
+  ): Promise<void>;
+  getInventory(clusterId: string): Promise<ClusterInventory | undefined>;
+  podStatus(donor: string, report: PodStatusReport): Promise<void>;
+
+  createPeering(input: PeeringInput): Promise<PeeringView>;
+  listPeerings(filter?: { origin?: string; donor?: string }): Promise<PeeringView[]>;
+  deletePeering(origin: string, donor: string): Promise<void>;
+  peeringState(clusterId: string): Promise<PeeringState>;
+  /** Throws NO_PEERING unless origin is peered with donor. */
+  assertPeered(origin: string, donor: string): Promise<PeeringRecord>;
+
+  place(origin: string, request: PlacementRequest): Promise<PlacementResult>;
+  simulate(origin: string, request: PlacementRequest): Promise<PlacementResult>;
+  /** Only the reservation's origin may release it. */
+  release(origin: string, reservationId: string, reason: string): Promise<boolean>;
+
+  capacity(filter?: CapacityFilter): Promise<CapacitySummary>;
+  offloads(filter?: OffloadFilter): Promise<ReservationRecord[]>;
+
+  /** Starts the reaper (reservation expiry, heartbeat timeouts). */
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export type { Taint };
