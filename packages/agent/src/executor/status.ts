@@ -1,0 +1,141 @@
+import { CoreV1Api, type CoreV1Event, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import type { PodEventReport, PodStatusEvent } from '@spillway/api';
+import {
+  LABEL_MANAGED_BY,
+  MANAGED_BY_VALUE,
+  runInformer,
+  type Logger,
+  type ManagedInformer,
+} from '@spillway/common';
+import { originOf } from '../forge/pod.js';
+
+export interface StatusReflectorOptions {
+  kc: KubeConfig;
+  clusterId: string;
+  logger: Logger;
+  sendStatus: (e: PodStatusEvent) => void;
+  sendEvent: (e: PodEventReport) => void;
+}
+
+/** The status fields an origin mirrors; anything else changing is not worth a message. */
+export function statusFingerprint(pod: V1Pod): string {
+  const s = pod.status ?? {};
+  return JSON.stringify([
+    pod.spec?.nodeName,
+    s.phase,
+    s.reason,
+    s.message,
+    s.podIP,
+    s.startTime,
+    s.conditions?.map((c) => [c.type, c.status, c.reason, c.message]),
+    [...(s.initContainerStatuses ?? []), ...(s.containerStatuses ?? [])].map((c) => [
+      c.name,
+      c.ready,
+      c.restartCount,
+      c.state,
+      c.started,
+    ]),
+    pod.metadata?.deletionTimestamp,
+  ]);
+}
+
+export function podStatusEvent(
+  pod: V1Pod,
+  donor: string,
+  deleted: boolean,
+  now = Date.now(),
+): PodStatusEvent | undefined {
+  const id = originOf(pod);
+  if (!id) return undefined;
+  return {
+    pod: { origin_cluster: id.originCluster, namespace: id.namespace, name: id.name, uid: id.uid },
+    donor_cluster: donor,
+    remote_namespace: pod.metadata?.namespace ?? '',
+    remote_name: pod.metadata?.name ?? '',
+    node_name: pod.spec?.nodeName ?? '',
+    status_json: JSON.stringify(pod.status ?? {}),
+    deleted,
+    observed_unix_ms: String(now),
+  };
+}
+
+/**
+ * Pushes every status change and Event of offloaded pods to the broker as it happens,
+ * so origins mirror them without polling.
+ */
+export class StatusReflector {
+  private pods?: ManagedInformer<V1Pod>;
+  private events?: ManagedInformer<CoreV1Event>;
+  private readonly sent = new Map<string, string>();
+
+  constructor(private readonly opts: StatusReflectorOptions) {}
+
+  async start(): Promise<void> {
+    const core = this.opts.kc.makeApiClient(CoreV1Api);
+    const selector = `${LABEL_MANAGED_BY}=${MANAGED_BY_VALUE}`;
+    this.pods = runInformer<V1Pod>(
+      this.opts.kc,
+      '/api/v1/pods',
+      () => core.listPodForAllNamespaces({ labelSelector: selector }),
+      this.opts.logger.child({ informer: 'offloaded-pods' }),
+      selector,
+    );
+    this.pods.informer.on('add', (p) => this.onPod(p, false));
+    this.pods.informer.on('update', (p) => this.onPod(p, false));
+    this.pods.informer.on('delete', (p) => this.onPod(p, true));
+    this.events = runInformer<CoreV1Event>(
+      this.opts.kc,
+      '/api/v1/events',
+      () => core.listEventForAllNamespaces(),
+      this.opts.logger.child({ informer: 'events' }),
+    );
+    this.events.informer.on('add', (e) => this.onEvent(e));
+    this.events.informer.on('update', (e) => this.onEvent(e));
+    await Promise.all([this.pods.synced, this.events.synced]);
+  }
+
+  private onPod(pod: V1Pod, deleted: boolean): void {
+    const key = `${pod.metadata?.namespace ?? ''}/${pod.metadata?.name ?? ''}`;
+    const fp = deleted ? 'deleted' : statusFingerprint(pod);
+    if (this.sent.get(key) === fp) return;
+    const ev = podStatusEvent(pod, this.opts.clusterId, deleted);
+    if (!ev) return;
+    if (deleted) this.sent.delete(key);
+    else this.sent.set(key, fp);
+    this.opts.sendStatus(ev);
+  }
+
+  private onEvent(e: CoreV1Event): void {
+    const obj = e.involvedObject;
+    if (obj.kind !== 'Pod' || !obj.namespace?.startsWith('spillway-') || !obj.name) return;
+    const pod = this.pods?.informer.get(obj.name, obj.namespace);
+    if (!pod) return;
+    const id = originOf(pod);
+    if (!id) return;
+    const last = e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp;
+    this.opts.sendEvent({
+      pod: {
+        origin_cluster: id.originCluster,
+        namespace: id.namespace,
+        name: id.name,
+        uid: id.uid,
+      },
+      donor_cluster: this.opts.clusterId,
+      type: e.type ?? 'Normal',
+      reason: e.reason ?? '',
+      message: e.message ?? '',
+      count: e.count ?? 1,
+      last_unix_ms: String(last ? new Date(last).getTime() : Date.now()),
+    });
+  }
+
+  /** Re-sends every offloaded pod's status (after a reconnect, the broker may have missed some). */
+  resendAll(): void {
+    this.sent.clear();
+    for (const p of this.pods?.informer.list() ?? []) this.onPod(p, false);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.pods?.stop(), this.events?.stop()]);
+  }
+}

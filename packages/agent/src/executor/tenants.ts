@@ -1,0 +1,161 @@
+import {
+  CoreV1Api,
+  type KubeConfig,
+  type V1Namespace,
+  type V1ResourceQuota,
+} from '@kubernetes/client-node';
+import type { Peering__Output } from '@spillway/api';
+import {
+  LABEL_MANAGED_BY,
+  LABEL_ORIGIN_CLUSTER,
+  LABEL_TENANT,
+  MANAGED_BY_VALUE,
+  MERGE_PATCH,
+  apiMessage,
+  isAlreadyExists,
+  isNotFound,
+  tenantNamespace,
+  type Logger,
+} from '@spillway/common';
+
+export const QUOTA_NAME = 'spillway-tenant';
+
+export interface Tenant {
+  origin: string;
+  namespace: string;
+  maxGpus: number;
+  podSecurity: 'restricted' | 'baseline';
+  /** Set while the peering drains: no new pods. */
+  draining: boolean;
+}
+
+/** The desired tenant namespace of one peering: pure, tested. */
+export function tenantNamespaceObject(
+  t: Tenant,
+  gpuResources: readonly string[],
+): { ns: V1Namespace; quota: V1ResourceQuota | undefined } {
+  const ns: V1Namespace = {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name: t.namespace,
+      labels: {
+        [LABEL_TENANT]: 'true',
+        [LABEL_ORIGIN_CLUSTER]: t.origin,
+        [LABEL_MANAGED_BY]: MANAGED_BY_VALUE,
+        'pod-security.kubernetes.io/enforce': t.podSecurity,
+        'pod-security.kubernetes.io/enforce-version': 'latest',
+        'pod-security.kubernetes.io/warn': t.podSecurity,
+      },
+    },
+  };
+  if (t.maxGpus <= 0) return { ns, quota: undefined };
+  const hard: Record<string, string> = {};
+  // Only concrete resource names can be quoted; wildcard patterns (MIG) are left to the broker.
+  for (const r of gpuResources) if (!r.includes('*')) hard[`requests.${r}`] = String(t.maxGpus);
+  const quota: V1ResourceQuota = {
+    apiVersion: 'v1',
+    kind: 'ResourceQuota',
+    metadata: {
+      name: QUOTA_NAME,
+      namespace: t.namespace,
+      labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE },
+    },
+    spec: { hard },
+  };
+  return { ns, quota };
+}
+
+export function tenantsFromPeerings(asDonor: readonly Peering__Output[]): Tenant[] {
+  return asDonor.map((p) => ({
+    origin: p.origin_cluster,
+    namespace: p.tenant_namespace || tenantNamespace(p.origin_cluster),
+    maxGpus: p.max_gpus,
+    podSecurity: p.pod_security === 'restricted' ? 'restricted' : 'baseline',
+    draining: p.deleting_since !== '',
+  }));
+}
+
+/**
+ * Keeps one tenant namespace per peered origin, with its quota and Pod Security level, and
+ * removes the namespaces of origins no longer peered (which deletes their pods).
+ */
+export class TenantManager {
+  private readonly core: CoreV1Api;
+  private tenants = new Map<string, Tenant>();
+  private known = false;
+
+  constructor(
+    kc: KubeConfig,
+    private readonly gpuResources: readonly string[],
+    private readonly logger: Logger,
+  ) {
+    this.core = kc.makeApiClient(CoreV1Api);
+  }
+
+  /** The tenant for an origin, if peered (undefined before the broker has said). */
+  get(origin: string): Tenant | undefined {
+    return this.tenants.get(origin);
+  }
+
+  /** True once the broker has sent at least one PeeringState. */
+  get hasPeerings(): boolean {
+    return this.known;
+  }
+
+  list(): Tenant[] {
+    return [...this.tenants.values()];
+  }
+
+  async sync(asDonor: readonly Peering__Output[]): Promise<void> {
+    const desired = tenantsFromPeerings(asDonor);
+    this.tenants = new Map(desired.map((t) => [t.origin, t]));
+    this.known = true;
+    for (const t of desired) await this.ensure(t);
+    const existing = await this.core.listNamespace({ labelSelector: `${LABEL_TENANT}=true` });
+    for (const ns of existing.items) {
+      const origin = ns.metadata?.labels?.[LABEL_ORIGIN_CLUSTER];
+      if (origin && !this.tenants.has(origin) && !ns.metadata?.deletionTimestamp) {
+        this.logger.info(
+          { namespace: ns.metadata?.name, origin },
+          'peering removed; deleting tenant namespace',
+        );
+        await this.core.deleteNamespace({ name: ns.metadata!.name! }).catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
+      }
+    }
+  }
+
+  private async ensure(t: Tenant): Promise<void> {
+    const { ns, quota } = tenantNamespaceObject(t, this.gpuResources);
+    try {
+      await this.core.createNamespace({ body: ns });
+      this.logger.info({ namespace: t.namespace, origin: t.origin }, 'created tenant namespace');
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      await this.core.patchNamespace(
+        { name: t.namespace, body: { metadata: { labels: ns.metadata!.labels } } },
+        MERGE_PATCH,
+      );
+    }
+    if (quota) {
+      try {
+        await this.core.createNamespacedResourceQuota({ namespace: t.namespace, body: quota });
+      } catch (err) {
+        if (!isAlreadyExists(err))
+          throw new Error(`resource quota for ${t.namespace}: ${apiMessage(err)}`, { cause: err });
+        await this.core.patchNamespacedResourceQuota(
+          { name: QUOTA_NAME, namespace: t.namespace, body: { spec: quota.spec } },
+          MERGE_PATCH,
+        );
+      }
+    } else {
+      await this.core
+        .deleteNamespacedResourceQuota({ name: QUOTA_NAME, namespace: t.namespace })
+        .catch((err: unknown) => {
+          if (!isNotFound(err)) throw err;
+        });
+    }
+  }
+}
