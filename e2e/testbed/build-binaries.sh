@@ -14,6 +14,7 @@
 #        build-binaries.sh --version   print the test bed version string
 # Env:   SPILLWAY_TESTBED_CACHE  cache root (default ${XDG_CACHE_HOME:-~/.cache}/spillway/testbed)
 #        SPILLWAY_TESTBED_REBUILD=1  ignore the cache stamp and rebuild
+#        SPILLWAY_TESTBED_GO     the go command to use (default: go on PATH, then /usr/local/go/bin/go)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -65,9 +66,9 @@ if [[ "${SPILLWAY_TESTBED_REBUILD:-}" != 1 ]] && cached; then
   exit 0
 fi
 
-go_bin="$(command -v go || true)"
+go_bin="${SPILLWAY_TESTBED_GO:-$(command -v go || true)}"
 if [[ -z "$go_bin" && -x /usr/local/go/bin/go ]]; then go_bin=/usr/local/go/bin/go; fi
-[[ -n "$go_bin" ]] || die "Go 1.22+ is required to build the test bed: install it from https://go.dev/dl or \`apt-get install golang\`, then rerun"
+[[ -n "$go_bin" && -x "$(command -v "$go_bin" || true)" ]] || die "Go 1.22+ is required to build the test bed: install it from https://go.dev/dl or \`apt-get install golang\`, then rerun"
 go_minor="$("$go_bin" env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
 [[ -n "$go_minor" && "$go_minor" -ge 22 ]] ||
   die "Go 1.22+ is required to build the test bed, found $("$go_bin" env GOVERSION): install it from https://go.dev/dl"

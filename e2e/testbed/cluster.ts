@@ -397,6 +397,13 @@ export class TestCluster {
     return stdout;
   }
 
+  /** Resident memory per running component, in bytes. */
+  memory(): Record<ComponentName, number> {
+    const out = {} as Record<ComponentName, number>;
+    for (const c of COMPONENTS) out[c] = this.components[c].rssBytes();
+    return out;
+  }
+
   /** PIDs of the running components, for measuring the test bed. */
   pids(): number[] {
     return COMPONENTS.flatMap((c) => {

@@ -55,6 +55,10 @@ export interface Testbed {
   readonly binaries: Binaries;
   /** The cluster of that name; throws if there is none. */
   cluster(name: string): TestCluster;
+  /** Resident memory of all components of all clusters, in bytes. */
+  rssBytes(): number;
+  /** One line for logs: "3 clusters, 15 processes, 1234 MiB RSS (origin 400, ...)". */
+  describeMemory(): string;
   /** Stops every cluster and removes the work directory (unless kept). Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -107,6 +111,22 @@ export async function startTestbed(options: TestbedOptions): Promise<Testbed> {
         );
       }
       return found;
+    },
+    rssBytes() {
+      return clusters.reduce(
+        (sum, c) => sum + Object.values(c.memory()).reduce((a, b) => a + b, 0),
+        0,
+      );
+    },
+    describeMemory() {
+      const mib = (b: number): number => Math.round(b / 2 ** 20);
+      const per = clusters.map((c) => {
+        const m = c.memory();
+        const parts = Object.entries(m).map(([k, v]) => `${k} ${mib(v)}`);
+        return `${c.name}: ${mib(Object.values(m).reduce((a, b) => a + b, 0))} (${parts.join(', ')})`;
+      });
+      const procs = clusters.reduce((n, c) => n + c.pids().length, 0);
+      return `${clusters.length} clusters, ${procs} processes, ${mib(this.rssBytes())} MiB RSS; ${per.join('; ')}`;
     },
     async stop() {
       if (stopped) return;

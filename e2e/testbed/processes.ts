@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** How a component process ended. */
@@ -55,8 +55,7 @@ function installHooks(): void {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(signal, () => {
       killAllComponentsSync();
-      // The handler is gone now, so this ends the process the default way.
-      process.kill(process.pid, signal);
+      process.exit(128 + constants.signals[signal]);
     });
   }
   if (!watchdogStarted) {
@@ -150,6 +149,19 @@ export class ComponentProcess {
       process.kill(-pid, signal);
     } catch {
       // Already gone.
+    }
+  }
+
+  /** Resident memory of the process in bytes (Linux /proc), or 0 when it is not running. */
+  rssBytes(): number {
+    const pid = this.pid;
+    if (pid === undefined || !this.running) return 0;
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kib = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
+      return kib === undefined ? 0 : Number(kib) * 1024;
+    } catch {
+      return 0;
     }
   }
 
