@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { describeStoreContract } from './contract.js';
+import { RedisStore } from './redis.js';
+import type { Store } from './store.js';
+
+const REDIS_URL = 'redis://127.0.0.1:6379';
+
+function testPrefix(): string {
+  return `spillway-test:${process.pid}:${randomUUID()}:`;
+}
+
+/** Deletes every key under the prefix, so parallel test files never see each other. */
+async function dropPrefix(prefix: string): Promise<void> {
+  const admin = new Redis(REDIS_URL);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length > 0) await admin.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    await admin.quit();
+  }
+}
+
+async function countKeys(prefix: string): Promise<number> {
+  const admin = new Redis(REDIS_URL);
+  try {
+    return (await admin.keys(`${prefix}*`)).length;
+  } finally {
+    await admin.quit();
+  }
+}
+
+describeStoreContract('redis', () => {
+  const prefix = testPrefix();
+  let current: Store = new RedisStore(REDIS_URL, { prefix });
+  return Promise.resolve({
+    store: current,
+    async reopen() {
+      await current.close();
+      current = new RedisStore(REDIS_URL, { prefix });
+      return current;
+    },
+    async cleanup() {
+      await current.close();
+      await dropPrefix(prefix);
+    },
+  });
+});
+
+describe('RedisStore connection', () => {
+  it('uses its prefix for every key, and shares data with a store on the same prefix', async () => {
+    const prefix = testPrefix();
+    const a = new RedisStore(REDIS_URL, { prefix });
+    const b = new RedisStore(REDIS_URL, { prefix });
+    const other = new RedisStore(REDIS_URL, { prefix: testPrefix() });
+    try {
+      await a.putApiToken({
+        id: 't',
+        secretHash: 'h',
+        role: 'admin',
+        description: '',
+        createdAt: '2026-01-01T00:00:00.000Z',
+      });
+      expect(await b.getApiToken('t')).toMatchObject({ id: 't' });
+      expect(await other.getApiToken('t')).toBeUndefined();
+      expect(await countKeys(prefix)).toBeGreaterThan(0);
+    } finally {
+      await Promise.all([a.close(), b.close(), other.close()]);
+      await dropPrefix(prefix);
+    }
+  });
+
+  it('accepts a caller-owned client and leaves it open on close', async () => {
+    const client = new Redis(REDIS_URL);
+    const prefix = testPrefix();
+    const store = new RedisStore(client, { prefix });
+    await store.ping();
+    await store.close();
+    expect(await client.ping()).toBe('PONG');
+    await client.quit();
+  });
+
+  it('fails fast with STORE_UNAVAILABLE when Redis cannot be reached', async () => {
+    // Port 1 on loopback refuses connections.
+    const store = new RedisStore('redis://127.0.0.1:1', {
+      prefix: testPrefix(),
+      readyTimeoutMs: 500,
+    });
+    const started = Date.now();
+    await expect(store.ping()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    await expect(store.listClusters()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(Date.now() - started).toBeLessThan(3000);
+    await store.close();
+  });
+});
