@@ -116,7 +116,7 @@ function notConnected(donor: string): SpillwayError {
 
 export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
   const { core, router } = opts;
-  const logger = opts.logger.child({ component: 'grpc' });
+  const logger = opts.logger;
   const provider = new ReloadableCertificateProvider({
     caPem: opts.ca,
     certPem: opts.serverCert,
