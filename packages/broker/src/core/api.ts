@@ -29,7 +29,9 @@ export interface ClusterView {
   createdAt: string;
   lastSeenAt?: string;
   /** Replica holding each component's stream. */
-  connections: Partial<Record<Component, { brokerId: string; connectedAt: string; lastSeenAt: string }>>;
+  connections: Partial<
+    Record<Component, { brokerId: string; connectedAt: string; lastSeenAt: string }>
+  >;
   policy: DonorPolicy;
   certNotAfter?: string;
   /** Sum over eligible nodes, by resource name. */
@@ -112,7 +114,13 @@ export interface CandidateVerdict {
 }
 
 export type PlacementResult =
-  | { placed: true; reservation: ReservationRecord; verdicts: CandidateVerdict[] }
+  | {
+      placed: true;
+      reservation: ReservationRecord;
+      verdicts: CandidateVerdict[];
+      /** simulate(): nothing was reserved; the reservation has an empty id. */
+      simulated?: boolean;
+    }
   | {
       placed: false;
       /** NO_PEERING, NO_FIT, QUOTA_EXCEEDED, DONOR_NOT_READY. */

@@ -228,6 +228,7 @@ describe('evaluatePlacement: filters and verdicts', () => {
         }),
         donor('donor-e', { policy: { cordoned: true } }),
         donor('donor-f', { lastSeenMsAgo: false }),
+        { ...donor('donor-g', { lastSeenMsAgo: false }), inventory: undefined },
       ),
       req(4, { cpuMillis: 4000, memoryBytes: 8 * 2 ** 30 }),
     );
@@ -245,7 +246,8 @@ describe('evaluatePlacement: filters and verdicts', () => {
       'donor-c/n7: 1Gi memory free, 8Gi requested',
       'donor-d: peering limit 8 GPUs reached (8 in use)',
       'donor-e: cordoned',
-      'donor-f: Pending (agent never connected)',
+      'donor-f: NotReady (agent disconnected)',
+      'donor-g: Pending (agent never connected)',
     ]);
   });
 

@@ -88,9 +88,15 @@ export function clusterReadiness(
   agent: ConnectionRecord | undefined,
   now: Date,
   heartbeatTimeoutMs: number,
+  /** The cluster reported capacity before, so a missing connection means it went away. */
+  everConnected = false,
 ): Readiness {
   if (cluster.revokedAt !== undefined) return { state: 'Revoked', reason: 'Revoked' };
-  if (!agent) return { state: 'Pending', reason: 'Pending (agent never connected)' };
+  if (!agent) {
+    return everConnected
+      ? { state: 'NotReady', reason: 'NotReady (agent disconnected)' }
+      : { state: 'Pending', reason: 'Pending (agent never connected)' };
+  }
   const silentMs = now.getTime() - Date.parse(agent.lastSeenAt);
   if (!(silentMs <= heartbeatTimeoutMs)) {
     return { state: 'NotReady', reason: `NotReady (no heartbeat for ${formatDuration(silentMs)})` };
@@ -388,7 +394,13 @@ export function evaluatePlacement(
       continue;
     }
     peered++;
-    const ready = clusterReadiness(d.cluster, d.agent, now, heartbeatTimeoutMs);
+    const ready = clusterReadiness(
+      d.cluster,
+      d.agent,
+      now,
+      heartbeatTimeoutMs,
+      d.inventory !== undefined,
+    );
     const downReason =
       ready.state === 'Revoked'
         ? 'revoked'
@@ -519,7 +531,8 @@ export function lendingOf(
     }
   }
   const usable =
-    clusterReadiness(d.cluster, d.agent, now, heartbeatTimeoutMs).state === 'Ready' &&
+    clusterReadiness(d.cluster, d.agent, now, heartbeatTimeoutMs, d.inventory !== undefined)
+      .state === 'Ready' &&
     !d.cluster.policy.cordoned &&
     d.peering?.deletingSince === undefined;
   const headroom = quotaHeadroom(d.cluster.policy, d.peering, origin, usageOf(d.reservations));
