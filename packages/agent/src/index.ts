@@ -1,3 +1,10 @@
 export * from './forge/pod.js';
 export * from './forge/policy.js';
 export * from './inventory/compute.js';
+export { InventoryReporter } from './inventory/reporter.js';
+export { Executor } from './executor/executor.js';
+export { TenantManager } from './executor/tenants.js';
+export { StatusReflector } from './executor/status.js';
+export { IdentityStore, identityFromSecret, identitySecret } from './credentials.js';
+export { agentConfigSchema, type AgentConfig } from './config.js';
+export { startAgent, type RunningAgent } from './agent.js';
