@@ -169,12 +169,14 @@ export function resolveBrokerConfig(
 export interface LoadedBrokerConfig {
   config: BrokerConfig;
   help: boolean;
+  /** Non-flag arguments; the broker takes none. */
+  positionals: string[];
 }
 
 /** Parses flags and environment; throws INVALID_CONFIG naming the bad flag or variable. */
 export function loadBrokerConfig(opts: LoadOptions & { cwd?: string } = {}): LoadedBrokerConfig {
-  const { config, help } = loadConfig(BROKER_CONFIG_SCHEMA, opts);
-  return { config: resolveBrokerConfig(config, opts.cwd), help };
+  const { config, help, positionals } = loadConfig(BROKER_CONFIG_SCHEMA, opts);
+  return { config: resolveBrokerConfig(config, opts.cwd), help, positionals };
 }
 
 /** A complete config for tests and embedding: defaults plus `overrides`. */

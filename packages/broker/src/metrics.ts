@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '@spillway/common';
+import type { BrokerCore } from './core/api.js';
 import type { Store } from './store/store.js';
 
 /** Outcome label of spillway_placements_total: `placed`, or the refusal code (NO_FIT ...). */
@@ -28,6 +29,9 @@ export class Metrics {
   private readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   private readonly streams: Gauge<'component'>;
   private readonly scrapeErrors: Counter;
+  private readonly connected: Gauge;
+  private readonly freeGpus: Gauge<'product' | 'resource'>;
+  private readonly reservationsOpen: Gauge;
   private store: Store | undefined;
   private readonly heartbeatTimeoutMs: number;
   private readonly logger: Logger | undefined;
@@ -75,83 +79,25 @@ export class Metrics {
       registers,
     });
 
-    // Store-backed gauges: the store is the truth shared by all replicas, so read it on scrape.
-    // A store failure must not fail the whole scrape; the gauge keeps its last value.
-    const connected: Gauge = new Gauge({
+    this.connected = new Gauge({
       name: 'spillway_connected_clusters',
       help: 'Clusters with at least one live stream to any broker replica',
       registers,
-      collect: async () => {
-        const store = this.store;
-        if (!store) return;
-        try {
-          const cutoff = Date.now() - this.heartbeatTimeoutMs;
-          const conns = await store.listConnections();
-          const live = new Set(
-            conns.filter((c) => Date.parse(c.lastSeenAt) >= cutoff).map((c) => c.clusterId),
-          );
-          connected.set(live.size);
-        } catch (err) {
-          this.storeError(err);
-        }
-      },
     });
-    const freeGpus: Gauge<'product' | 'resource'> = new Gauge({
+    this.freeGpus = new Gauge({
       name: 'spillway_free_gpus',
       help: 'Free GPUs on ready, uncordoned nodes of all clusters, by product and resource',
       labelNames: ['product', 'resource'],
       registers,
-      collect: async () => {
-        const store = this.store;
-        if (!store) return;
-        try {
-          const [inventories, clusters] = await Promise.all([
-            store.listInventories(),
-            store.listClusters(),
-          ]);
-          const excluded = new Set(
-            clusters.filter((c) => c.revokedAt !== undefined || c.policy.cordoned).map((c) => c.id),
-          );
-          const sums = new Map<string, { product: string; resource: string; free: number }>();
-          for (const inv of inventories) {
-            if (excluded.has(inv.clusterId)) continue;
-            for (const node of inv.nodes) {
-              if (!node.ready || node.cordoned) continue;
-              for (const [resource, amount] of Object.entries(node.gpus)) {
-                const product = node.gpuProduct || 'unknown';
-                const key = `${product}\u0000${resource}`;
-                const row = sums.get(key) ?? { product, resource, free: 0 };
-                row.free += amount.free;
-                sums.set(key, row);
-              }
-            }
-          }
-          // reset() drops label sets of GPUs that went away since the last scrape.
-          freeGpus.reset();
-          for (const row of sums.values())
-            freeGpus.set({ product: row.product, resource: row.resource }, row.free);
-        } catch (err) {
-          this.storeError(err);
-        }
-      },
     });
-    const reservationsOpen: Gauge = new Gauge({
+    this.reservationsOpen = new Gauge({
       name: 'spillway_reservations_open',
       help: 'GPU reservations promised but not yet seen bound on the donor',
       registers,
-      collect: async () => {
-        const store = this.store;
-        if (!store) return;
-        try {
-          reservationsOpen.set((await store.listReservations({ states: ['open'] })).length);
-        } catch (err) {
-          this.storeError(err);
-        }
-      },
     });
   }
 
-  /** Lets the store-backed gauges read `store` on scrape. */
+  /** Lets the store-backed gauges read `store` on each render(). */
   bindStore(store: Store): void {
     this.store = store;
   }
@@ -177,13 +123,92 @@ export class Metrics {
     this.streams.dec({ component });
   }
 
-  /** The text exposition format, for GET /metrics. */
+  /**
+   * The text exposition format, for GET /metrics. Store-backed gauges are refreshed first, in
+   * one pass, so a scrape is consistent and a store failure shows in the same scrape.
+   */
   async render(): Promise<string> {
+    await this.refreshFromStore();
     return this.registry.metrics();
   }
 
-  private storeError(err: unknown): void {
-    this.scrapeErrors.inc();
-    this.logger?.warn({ err }, 'metrics: store read failed');
+  /** Reads the store (the truth shared by all replicas); on failure gauges keep their values. */
+  private async refreshFromStore(): Promise<void> {
+    const store = this.store;
+    if (!store) return;
+    try {
+      const [conns, inventories, clusters, open] = await Promise.all([
+        store.listConnections(),
+        store.listInventories(),
+        store.listClusters(),
+        store.listReservations({ states: ['open'] }),
+      ]);
+      const cutoff = Date.now() - this.heartbeatTimeoutMs;
+      const live = new Set(
+        conns.filter((c) => Date.parse(c.lastSeenAt) >= cutoff).map((c) => c.clusterId),
+      );
+      this.connected.set(live.size);
+
+      const excluded = new Set(
+        clusters.filter((c) => c.revokedAt !== undefined || c.policy.cordoned).map((c) => c.id),
+      );
+      const sums = new Map<string, { product: string; resource: string; free: number }>();
+      for (const inv of inventories) {
+        if (excluded.has(inv.clusterId)) continue;
+        for (const node of inv.nodes) {
+          if (!node.ready || node.cordoned) continue;
+          for (const [resource, amount] of Object.entries(node.gpus)) {
+            const product = node.gpuProduct || 'unknown';
+            const key = `${product}\u0000${resource}`;
+            const row = sums.get(key) ?? { product, resource, free: 0 };
+            row.free += amount.free;
+            sums.set(key, row);
+          }
+        }
+      }
+      // reset() drops label sets of GPUs that went away since the last scrape.
+      this.freeGpus.reset();
+      for (const row of sums.values())
+        this.freeGpus.set({ product: row.product, resource: row.resource }, row.free);
+
+      this.reservationsOpen.set(open.length);
+    } catch (err) {
+      this.scrapeErrors.inc();
+      this.logger?.warn({ err }, 'metrics: store read failed');
+    }
   }
+}
+
+/**
+ * The core as the gRPC and REST layers should see it: every place() is timed and counted by
+ * its result. A proxy rather than a core option keeps the core free of metrics concerns.
+ */
+export function withPlacementMetrics(core: BrokerCore, metrics: Metrics): BrokerCore {
+  const place: BrokerCore['place'] = async (origin, request) => {
+    const started = performance.now();
+    try {
+      const result = await core.place(origin, request);
+      metrics.observePlacement(
+        result.placed ? 'placed' : result.code,
+        (performance.now() - started) / 1000,
+      );
+      return result;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      metrics.observePlacement(
+        typeof code === 'string' ? code : 'error',
+        (performance.now() - started) / 1000,
+      );
+      throw err;
+    }
+  };
+  return new Proxy(core, {
+    get(target, prop) {
+      if (prop === 'place') return place;
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function'
+        ? (value as (...a: unknown[]) => unknown).bind(target)
+        : value;
+    },
+  });
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
-import fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import {
   ErrorCode,
   SpillwayError,
@@ -119,7 +119,8 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = fastify({
     loggerInstance: logger,
-    disableRequestLogging: true,
+    // Requests are counted in metrics; per-request info logs would drown everything else.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
     // Unknown fields must be refused, not silently dropped, and "4" is not a number.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },

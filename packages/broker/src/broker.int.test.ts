@@ -1,0 +1,170 @@
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCsr, generateKeyPair, silentLogger } from '@spillway/common';
+import { startBroker, type RunningBroker } from './broker.js';
+import { brokerConfig, type BrokerConfig } from './config.js';
+import { pkiPaths } from './pki-files.js';
+import { newApiToken } from './rest/tokens.js';
+
+const ADMIN = 'broker-test-admin-token-0123456789';
+const auth = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' };
+
+const dirs: string[] = [];
+const running: RunningBroker[] = [];
+afterEach(async () => {
+  for (const b of running.splice(0)) await b.stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function config(dataDir: string, extra: Partial<BrokerConfig> = {}): BrokerConfig {
+  return brokerConfig({
+    dataDir,
+    grpcHost: '127.0.0.1',
+    grpcPort: 0,
+    httpHost: '127.0.0.1',
+    httpPort: 0,
+    adminToken: ADMIN,
+    logLevel: 'silent',
+    shutdownGrace: 500,
+    ...extra,
+  });
+}
+
+async function start(cfg: BrokerConfig): Promise<RunningBroker> {
+  const b = await startBroker(cfg, silentLogger());
+  running.push(b);
+  return b;
+}
+
+async function api(
+  b: RunningBroker,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Response> {
+  return fetch(`http://127.0.0.1:${b.httpPort}${path}`, {
+    method,
+    headers: auth,
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+}
+
+async function joinToken(b: RunningBroker, clusterId: string): Promise<string> {
+  const res = await api(b, 'POST', '/api/v1/join-tokens', { clusterId, role: 'both' });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { token: string }).token;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(false);
+    });
+    sock.once('error', () => resolve(true));
+  });
+}
+
+describe('startBroker', () => {
+  it('keeps clusters, peerings and join tokens across a restart on the same data dir', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const first = await start(config(dir));
+    expect(first.grpcPort).toBeGreaterThan(0);
+    expect(existsSync(join(dir, 'broker.db'))).toBe(true);
+    expect(readFileSync(pkiPaths(join(dir, 'pki')).caCert, 'utf8')).toBe(first.caCertPem);
+
+    for (const id of ['east', 'west']) {
+      const token = await joinToken(first, id);
+      const keys = generateKeyPair();
+      await first.core.join(token, createCsr(keys.privateKeyPem, id));
+    }
+    const spare = await joinToken(first, 'north');
+    const peered = await api(first, 'POST', '/api/v1/peerings', {
+      origin: 'east',
+      donor: 'west',
+      maxGpus: 4,
+    });
+    expect(peered.status).toBe(201);
+    const serverCert = readFileSync(pkiPaths(join(dir, 'pki')).serverCert, 'utf8');
+    await first.stop();
+    running.splice(0);
+    expect(await refused(first.httpPort)).toBe(true);
+
+    const second = await start(config(dir));
+    expect(second.caCertPem).toBe(first.caCertPem);
+    expect(readFileSync(pkiPaths(join(dir, 'pki')).serverCert, 'utf8')).toBe(serverCert);
+    const clusters = (await (await api(second, 'GET', '/api/v1/clusters')).json()) as {
+      clusters: { id: string }[];
+    };
+    expect(clusters.clusters.map((c) => c.id).sort()).toEqual(['east', 'west']);
+    const peerings = (await (await api(second, 'GET', '/api/v1/peerings')).json()) as {
+      peerings: { origin: string; donor: string; maxGpus: number }[];
+    };
+    expect(peerings.peerings).toMatchObject([{ origin: 'east', donor: 'west', maxGpus: 4 }]);
+    // The unused join token survived and still works, once.
+    const keys = generateKeyPair();
+    const joined = await second.core.join(spare, createCsr(keys.privateKeyPem, 'north'));
+    expect(joined.clusterId).toBe('north');
+    await expect(second.core.join(spare, createCsr(keys.privateKeyPem, 'north'))).rejects.toThrow();
+  });
+
+  it('stops what it started when a later step fails', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const taken = (blocker.address() as AddressInfo).port;
+    const grpcPort = await freePort();
+    try {
+      await expect(
+        startBroker(config(dir, { grpcPort, httpPort: taken }), silentLogger()),
+      ).rejects.toThrow(/EADDRINUSE|in use/);
+      // gRPC had been listening; the rollback closed it again.
+      expect(await refused(grpcPort)).toBe(true);
+    } finally {
+      blocker.close();
+    }
+    const again = await start(config(dir, { grpcPort }));
+    expect(again.grpcPort).toBe(grpcPort);
+  });
+
+  it('imports api-tokens.json from the PKI dir and answers readyz', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const { token, record } = newApiToken('viewer', 'written by spillctl broker init');
+    mkdirSync(join(dir, 'pki'), { recursive: true });
+    writeFileSync(pkiPaths(join(dir, 'pki')).apiTokens, JSON.stringify({ tokens: [record] }), {
+      mode: 0o600,
+    });
+    const cfg = config(dir);
+    delete cfg.adminToken;
+    const b = await start(cfg);
+    const base = `http://127.0.0.1:${b.httpPort}`;
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    expect((await fetch(`${base}/api/v1/clusters`, { headers })).status).toBe(200);
+    const write = await fetch(`${base}/api/v1/peerings`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ origin: 'a', donor: 'b' }),
+    });
+    expect(write.status).toBe(403);
+    // The old bootstrap admin token is not configured on this broker.
+    expect((await api(b, 'GET', '/api/v1/clusters')).status).toBe(401);
+  });
+});
