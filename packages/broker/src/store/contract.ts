@@ -8,6 +8,7 @@ import {
   type PeeringRecord,
   type ReservationRecord,
   type ReserveRequest,
+  type ReserveResult,
 } from '../model.js';
 import type { Store } from './store.js';
 
@@ -24,7 +25,7 @@ export interface StoreHarness {
   cleanup(): Promise<void>;
 }
 
-const T0 = new Date('2026-03-01T12:00:00.000Z');
+export const T0 = new Date('2026-03-01T12:00:00.000Z');
 const at = (ms: number): Date => new Date(T0.getTime() + ms);
 const GPU = 'nvidia.com/gpu';
 const MIG = 'nvidia.com/mig-1g.10gb';
@@ -870,4 +871,53 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect((await errorOf(store.listClusters())).code).toBe('STORE_UNAVAILABLE');
     });
   });
+}
+
+/** Free GPUs per node of the contended donor: 100 in all, unevenly spread. */
+export const CONTENDED_FREE = [4, 6, 8, 10, 12, 15, 20, 25] as const;
+export const CONTENDED_DONOR = 'gpu-contended';
+
+export async function seedContendedDonor(store: Store): Promise<void> {
+  await store.putCluster(cluster(CONTENDED_DONOR, { role: 'donor' }));
+  await store.applyCapacity(
+    CONTENDED_DONOR,
+    full(CONTENDED_FREE.map((free, i) => node(`node-${i}`, free))),
+    T0,
+  );
+}
+
+/** `count` 1-GPU requests spread round-robin over the contended donor's nodes. */
+export function contendedRequests(
+  count: number,
+  extra: (i: number) => Partial<ReserveRequest> = () => ({}),
+): ReserveRequest[] {
+  const run = Math.random().toString(36).slice(2, 8);
+  return Array.from({ length: count }, (_, i) =>
+    reserveRequest(CONTENDED_DONOR, `node-${i % CONTENDED_FREE.length}`, 1, {
+      id: `c-${run}-${i}`,
+      pod: { originCluster: 'origin-a', namespace: 'ml', name: `p-${i}`, uid: `c-${run}-uid-${i}` },
+      ...extra(i),
+    }),
+  );
+}
+
+/**
+ * Exactly `expectedOk` reserves won, every loser was refused for capacity or quota, no node
+ * holds more open GPUs than it reported free, and the store agrees with what callers saw.
+ */
+export async function expectNoOvercommit(
+  store: Store,
+  results: readonly ReserveResult[],
+  expectedOk: number,
+): Promise<void> {
+  const won = results.flatMap((r) => (r.ok ? [r.reservation] : []));
+  expect(won).toHaveLength(expectedOk);
+  for (const r of results) if (!r.ok) expect(['NO_FIT', 'QUOTA_EXCEEDED']).toContain(r.code);
+  const open = await store.listReservations({ donor: CONTENDED_DONOR, states: ['open'] });
+  expect(open.map((r) => r.id).sort()).toEqual(won.map((r) => r.id).sort());
+  CONTENDED_FREE.forEach((free, i) => {
+    const held = open.filter((r) => r.node === `node-${i}`).reduce((n, r) => n + r.gpus, 0);
+    expect(held, `node-${i} reported ${free} free`).toBeLessThanOrEqual(free);
+  });
+  expect((await store.usage(CONTENDED_DONOR)).total).toBe(expectedOk);
 }

@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { describeStoreContract } from './contract.js';
+import {
+  CONTENDED_DONOR,
+  T0,
+  contendedRequests,
+  describeStoreContract,
+  expectNoOvercommit,
+  seedContendedDonor,
+} from './contract.js';
 import { RedisStore } from './redis.js';
 import type { Store } from './store.js';
 
@@ -96,5 +103,59 @@ describe('RedisStore connection', () => {
     await expect(store.listClusters()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(Date.now() - started).toBeLessThan(3000);
     await store.close();
+  });
+});
+
+describe('RedisStore under contention across replicas', () => {
+  const REPLICAS = 5;
+
+  async function replicas(prefix: string): Promise<RedisStore[]> {
+    const stores = Array.from({ length: REPLICAS }, () => new RedisStore(REDIS_URL, { prefix }));
+    await Promise.all(stores.map((s) => s.ping()));
+    return stores;
+  }
+
+  it('1,000 concurrent 1-GPU reserves on 100 free GPUs: exactly 100 win', async () => {
+    const prefix = testPrefix();
+    const stores = await replicas(prefix);
+    try {
+      await seedContendedDonor(stores[0]!);
+      const requests = contendedRequests(1000);
+      const started = performance.now();
+      const results = await Promise.all(
+        requests.map((r, i) => stores[i % REPLICAS]!.reserve(r, T0)),
+      );
+      const ms = performance.now() - started;
+      console.info(`redis: 1,000 reserves over ${REPLICAS} connections in ${ms.toFixed(0)} ms`);
+      await expectNoOvercommit(stores[1]!, results, 100);
+      expect(results.filter((r) => !r.ok && r.code !== 'NO_FIT')).toEqual([]);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await dropPrefix(prefix);
+    }
+  });
+
+  it('enforces donor and per-origin limits atomically under the same load', async () => {
+    const prefix = testPrefix();
+    const stores = await replicas(prefix);
+    try {
+      await seedContendedDonor(stores[0]!);
+      const requests = contendedRequests(1000, (i) => ({
+        origin: i % 2 === 0 ? 'origin-a' : 'origin-b',
+        donorMaxGpus: 50,
+        donorMaxGpusPerOrigin: 30,
+      }));
+      const results = await Promise.all(
+        requests.map((r, i) => stores[i % REPLICAS]!.reserve(r, T0)),
+      );
+      await expectNoOvercommit(stores[2]!, results, 50);
+      const usage = await stores[3]!.usage(CONTENDED_DONOR);
+      expect(usage.byOrigin['origin-a']).toBeLessThanOrEqual(30);
+      expect(usage.byOrigin['origin-b']).toBeLessThanOrEqual(30);
+      expect((usage.byOrigin['origin-a'] ?? 0) + (usage.byOrigin['origin-b'] ?? 0)).toBe(50);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await dropPrefix(prefix);
+    }
   });
 });

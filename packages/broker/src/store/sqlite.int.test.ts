@@ -3,7 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import { describeStoreContract } from './contract.js';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import {
+  T0,
+  contendedRequests,
+  describeStoreContract,
+  expectNoOvercommit,
+  seedContendedDonor,
+} from './contract.js';
+import type { ReserveRequest, ReserveResult } from '../model.js';
+import type { ContenderJob, ContenderReport } from './sqlite-contender.js';
 import { SQLITE_SCHEMA_VERSION, openSqliteStore, type SqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
 
@@ -89,5 +99,104 @@ describe('SqliteStore file', () => {
     });
     expect(await b!.getApiToken('t')).toMatchObject({ id: 't' });
     await Promise.all(stores.map((s) => s.close()));
+  });
+});
+
+/**
+ * Forks one contender process per share of `requests` on `path`, releases them together once
+ * all have opened the file, and returns what each one's reserve() calls answered.
+ */
+async function contend(path: string, shares: ReserveRequest[][]): Promise<ContenderReport[]> {
+  const script = fileURLToPath(new URL('./sqlite-contender.ts', import.meta.url));
+  const armed: Promise<void>[] = [];
+  const done: Promise<ContenderReport>[] = [];
+  const children = shares.map((requests) => {
+    const child = fork(script, [], {
+      execArgv: [
+        '--conditions=@spillway/source',
+        '--experimental-transform-types',
+        '--no-warnings',
+      ],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let report: ContenderReport | undefined;
+    armed.push(
+      new Promise((resolve, reject) => {
+        child.on('message', (msg: unknown) => {
+          if (msg === 'ready')
+            child.send({ path, now: T0.toISOString(), requests } satisfies ContenderJob);
+          else if (msg === 'armed') resolve();
+          else report = msg as ContenderReport;
+        });
+        child.on('exit', () => reject(new Error('contender exited before it was armed')));
+      }),
+    );
+    done.push(
+      new Promise((resolve, reject) => {
+        child.on('error', reject);
+        child.on('exit', (code) => {
+          if (code === 0 && report) resolve(report);
+          else reject(new Error(`contender exited with code ${String(code)} without a report`));
+        });
+      }),
+    );
+    return child;
+  });
+  try {
+    await Promise.all(armed);
+  } catch (err) {
+    for (const c of children) c.kill();
+    throw err;
+  }
+  for (const c of children) c.send('go');
+  return Promise.all(done);
+}
+
+describe('SqliteStore under contention', () => {
+  const dirs: string[] = [];
+  afterEach(() => {
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+  });
+
+  it('1,000 concurrent reserves over several connections to one file: exactly 100 win', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const path = join(dir, 'broker.db');
+    const stores = await Promise.all([0, 1, 2, 3].map(() => openSqliteStore({ path })));
+    try {
+      await seedContendedDonor(stores[0]!);
+      const requests = contendedRequests(1000);
+      const started = performance.now();
+      const results = await Promise.all(requests.map((r, i) => stores[i % 4]!.reserve(r, T0)));
+      const ms = performance.now() - started;
+      console.info(
+        `sqlite: 1,000 reserves over 4 connections in one process in ${ms.toFixed(0)} ms`,
+      );
+      await expectNoOvercommit(stores[3]!, results, 100);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  it('1,000 reserves from 4 processes writing one file at once: exactly 100 win', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const path = join(dir, 'broker.db');
+    const store = await openSqliteStore({ path });
+    try {
+      await seedContendedDonor(store);
+      const requests = contendedRequests(1000);
+      const shares = [0, 1, 2, 3].map((k) => requests.filter((_, i) => i % 4 === k));
+      const reports = await contend(path, shares);
+      const results: ReserveResult[] = reports.flatMap((r) => r.results);
+      console.info(
+        `sqlite: 1,000 reserves from 4 processes in ${Math.max(...reports.map((r) => r.ms)).toFixed(0)} ms (slowest process)`,
+      );
+      // Every process won some: they really contended rather than running one after another.
+      expect(reports.filter((r) => r.results.some((x) => x.ok)).length).toBeGreaterThan(1);
+      await expectNoOvercommit(store, results, 100);
+    } finally {
+      await store.close();
+    }
   });
 });
