@@ -46,6 +46,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // Reading `testbed` is safe here: it is unset only if beforeAll failed.
+  if (testbed as Testbed | undefined) console.log(`test bed: ${testbed.describeMemory()}`);
   await stopAll();
 });
 

@@ -257,6 +257,17 @@ export class TestCluster {
         `--kubelet-client-certificate=${pki.kubeletClientCertFile}`,
         `--kubelet-client-key=${pki.kubeletClientKeyFile}`,
         '--kubelet-preferred-address-types=InternalIP,Hostname',
+        // The aggregation layer, so that components can verify delegated requests.
+        `--requestheader-client-ca-file=${pki.caCertFile}`,
+        '--requestheader-allowed-names=front-proxy-client',
+        '--requestheader-username-headers=X-Remote-User',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        `--proxy-client-cert-file=${pki.proxyClientCertFile}`,
+        `--proxy-client-key-file=${pki.proxyClientKeyFile}`,
+        // The "kubernetes" Service cannot have a loopback endpoint, and nothing
+        // in the test bed reaches the API server through it.
+        '--endpoint-reconciler-type=none',
         // One client per cluster on loopback: fairness queues only add latency here.
         '--enable-priority-and-fairness=false',
         '--max-requests-inflight=1000',

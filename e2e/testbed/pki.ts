@@ -20,6 +20,9 @@ export interface ClusterPki {
   /** Used by the kube-apiserver to reach kubelet servers (kwok's server plays the kubelet). */
   kubeletClientCertFile: string;
   kubeletClientKeyFile: string;
+  /** The aggregation layer's client identity (front-proxy-client). */
+  proxyClientCertFile: string;
+  proxyClientKeyFile: string;
   kwokServingCertFile: string;
   kwokServingKeyFile: string;
   serviceAccountKeyFile: string;
@@ -130,6 +133,7 @@ export const SERVICE_CLUSTER_IP_RANGE = '10.96.0.0/16';
  * writes the files the Kubernetes binaries read into `dir`.
  */
 export async function createClusterPki(name: string, dir: string): Promise<ClusterPki> {
+  // Key generation is native and runs on the thread pool, so all at once.
   const [
     caKeys,
     apiKeys,
@@ -140,7 +144,9 @@ export async function createClusterPki(name: string, dir: string): Promise<Clust
     kcmKeys,
     schedKeys,
     kwokKeys,
+    proxyKeys,
   ] = await Promise.all([
+    rsaKeys(),
     rsaKeys(),
     rsaKeys(),
     rsaKeys(),
@@ -171,6 +177,7 @@ export async function createClusterPki(name: string, dir: string): Promise<Clust
     organizations: ['system:masters'],
     client: true,
   });
+  const proxyClient = createLeaf(ca, proxyKeys, { commonName: 'front-proxy-client', client: true });
   const kwokServing = createLeaf(ca, kwokServeKeys, {
     commonName: 'kwok-server',
     server: loopback,
@@ -205,6 +212,8 @@ export async function createClusterPki(name: string, dir: string): Promise<Clust
     apiserverKeyFile: file('apiserver.key'),
     kubeletClientCertFile: file('apiserver-kubelet-client.crt'),
     kubeletClientKeyFile: file('apiserver-kubelet-client.key'),
+    proxyClientCertFile: file('front-proxy-client.crt'),
+    proxyClientKeyFile: file('front-proxy-client.key'),
     kwokServingCertFile: file('kwok-serving.crt'),
     kwokServingKeyFile: file('kwok-serving.key'),
     serviceAccountKeyFile: file('sa.key'),
@@ -222,6 +231,8 @@ export async function createClusterPki(name: string, dir: string): Promise<Clust
     writeFile(pki.apiserverKeyFile, apiserver.keyPem, mode),
     writeFile(pki.kubeletClientCertFile, kubeletClient.certPem),
     writeFile(pki.kubeletClientKeyFile, kubeletClient.keyPem, mode),
+    writeFile(pki.proxyClientCertFile, proxyClient.certPem),
+    writeFile(pki.proxyClientKeyFile, proxyClient.keyPem, mode),
     writeFile(pki.kwokServingCertFile, kwokServing.certPem),
     writeFile(pki.kwokServingKeyFile, kwokServing.keyPem, mode),
     writeFile(pki.serviceAccountKeyFile, saKeys.privatePem, mode),
