@@ -2,8 +2,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCsr, generateKeyPair, silentLogger } from '@spillway/common';
+import { CHANNEL_OPTIONS, loadSpillwayV1, type JoinResponse__Output } from '@spillway/api';
+import { createCsr, generateKeyPair, inspectCertificate, silentLogger } from '@spillway/common';
 import { startBroker, type RunningBroker } from './broker.js';
 import { brokerConfig, type BrokerConfig } from './config.js';
 import { pkiPaths } from './pki-files.js';
@@ -58,6 +60,28 @@ async function joinToken(b: RunningBroker, clusterId: string): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/** A cluster joining the way an agent does: over the broker's TLS gRPC port. */
+function joinOverGrpc(
+  b: RunningBroker,
+  token: string,
+  clusterId: string,
+): Promise<JoinResponse__Output> {
+  const v1 = loadSpillwayV1();
+  const client = new v1.ClusterService(
+    `localhost:${b.grpcPort}`,
+    grpc.credentials.createSsl(Buffer.from(b.caCertPem)),
+    CHANNEL_OPTIONS,
+  );
+  const keys = generateKeyPair();
+  return new Promise<JoinResponse__Output>((resolve, reject) => {
+    client.Join({ token, csr_pem: createCsr(keys.privateKeyPem, clusterId) }, (err, res) => {
+      client.close();
+      if (err || !res) reject(err ?? new Error('no response'));
+      else resolve(res);
+    });
+  });
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer();
@@ -89,9 +113,12 @@ describe('startBroker', () => {
     expect(readFileSync(pkiPaths(join(dir, 'pki')).caCert, 'utf8')).toBe(first.caCertPem);
 
     for (const id of ['east', 'west']) {
-      const token = await joinToken(first, id);
-      const keys = generateKeyPair();
-      await first.core.join(token, createCsr(keys.privateKeyPem, id));
+      const joined = await joinOverGrpc(first, await joinToken(first, id), id);
+      expect(joined.cluster_id).toBe(id);
+      expect(inspectCertificate(joined.certificate_pem).identity).toEqual({
+        kind: 'cluster',
+        name: id,
+      });
     }
     const spare = await joinToken(first, 'north');
     const peered = await api(first, 'POST', '/api/v1/peerings', {
@@ -117,10 +144,11 @@ describe('startBroker', () => {
     };
     expect(peerings.peerings).toMatchObject([{ origin: 'east', donor: 'west', maxGpus: 4 }]);
     // The unused join token survived and still works, once.
-    const keys = generateKeyPair();
-    const joined = await second.core.join(spare, createCsr(keys.privateKeyPem, 'north'));
-    expect(joined.clusterId).toBe('north');
-    await expect(second.core.join(spare, createCsr(keys.privateKeyPem, 'north'))).rejects.toThrow();
+    const joined = await joinOverGrpc(second, spare, 'north');
+    expect(joined.ca_pem.trim()).toBe(first.caCertPem.trim());
+    await expect(joinOverGrpc(second, spare, 'north')).rejects.toThrow(
+      /invalid, expired or already used/,
+    );
   });
 
   it('stops what it started when a later step fails', async () => {

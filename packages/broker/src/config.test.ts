@@ -57,6 +57,12 @@ describe('broker config', () => {
     expect((caught as Error).message).toContain(flag);
   });
 
+  it('does not echo a bad secret in the error', () => {
+    expect(() => loadBrokerConfig({ argv: ['--viewer-token', 'tiny secret'], env: {} })).toThrow(
+      /^(?!.*tiny).*--viewer-token must be 16-256 characters/,
+    );
+  });
+
   it('refuses unknown flags', () => {
     expect(() => loadBrokerConfig({ argv: ['--grcp-port', '1'], env: {} })).toThrow(/grcp-port/);
   });

@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
-import { loadConfig, type ConfigOf, type LoadOptions, type Schema } from '@spillway/common';
+import {
+  ErrorCode,
+  SpillwayError,
+  loadConfig,
+  type ConfigOf,
+  type LoadOptions,
+  type Schema,
+} from '@spillway/common';
 
 /**
  * The broker's configuration: named defaults, overridden by SPILLWAY_* environment variables,
@@ -106,16 +113,15 @@ export const BROKER_CONFIG_SCHEMA = {
     pattern: /^[A-Za-z0-9][-A-Za-z0-9._]{0,99}$/,
     description: 'This replica’s ID in the store (default <hostname>-<pid>-<random>)',
   },
+  // Checked in resolveBrokerConfig, not with `pattern`: a pattern error would echo the secret.
   adminToken: {
     type: 'string',
     secret: true,
-    pattern: /^\S{16,256}$/,
     description: 'Bootstrap REST token with the admin role (16+ characters)',
   },
   viewerToken: {
     type: 'string',
     secret: true,
-    pattern: /^\S{16,256}$/,
     description: 'Bootstrap REST token with the viewer role (16+ characters)',
   },
   authFailureRateLimit: {
@@ -155,6 +161,19 @@ export function resolveBrokerConfig(
   cwd: string = process.cwd(),
 ): BrokerConfig {
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(cwd, p));
+  for (const [name, flag] of [
+    ['adminToken', '--admin-token'],
+    ['viewerToken', '--viewer-token'],
+  ] as const) {
+    const token = input[name];
+    if (token !== undefined && !/^\S{16,256}$/.test(token)) {
+      throw new SpillwayError(
+        ErrorCode.INVALID_CONFIG,
+        `invalid configuration: ${flag} must be 16-256 characters without spaces (value not shown)`,
+        { field: flag },
+      );
+    }
+  }
   const dataDir = abs(input.dataDir);
   return {
     ...input,

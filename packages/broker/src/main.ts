@@ -19,7 +19,7 @@ Every flag can also be set with the environment variable shown in brackets.
 
 Flags:
 ${configHelp(BROKER_CONFIG_SCHEMA)}
-  --help                               Print this help
+${'  --help'.padEnd(36)} Print this help
 `;
 
 async function main(): Promise<void> {
