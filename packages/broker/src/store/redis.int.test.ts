@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   CONTENDED_DONOR,
   T0,
+  cluster,
   contendedRequests,
   describeStoreContract,
   expectNoOvercommit,
@@ -103,6 +105,66 @@ describe('RedisStore connection', () => {
     await expect(store.listClusters()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(Date.now() - started).toBeLessThan(3000);
     await store.close();
+  });
+});
+
+/** A TCP pass-through to the real Redis that the test can cut and restore. */
+class RedisLink {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  async up(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect(6379, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('error', () => s.destroy());
+        s.on('close', () => {
+          this.sockets.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    for (const s of this.sockets) s.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+describe('RedisStore across a Redis outage', () => {
+  it('fails fast with STORE_UNAVAILABLE while Redis is away and reconnects by itself', async () => {
+    const prefix = testPrefix();
+    const link = new RedisLink();
+    await link.up();
+    const store = new RedisStore(`redis://127.0.0.1:${link.port}`, { prefix, readyTimeoutMs: 500 });
+    try {
+      await store.putCluster(cluster('gpu-east'));
+      await link.down();
+      const started = Date.now();
+      await expect(store.ping()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      await expect(store.getCluster('gpu-east')).rejects.toMatchObject({
+        code: 'STORE_UNAVAILABLE',
+      });
+      expect(Date.now() - started).toBeLessThan(3000);
+
+      await link.up();
+      await vi.waitFor(() => store.ping(), { timeout: 10_000, interval: 200 });
+      expect(await store.getCluster('gpu-east')).toMatchObject({ id: 'gpu-east' });
+    } finally {
+      await store.close();
+      await link.down();
+      await dropPrefix(prefix);
+    }
   });
 });
 
