@@ -697,21 +697,35 @@ export class Core implements BrokerCore {
     return p;
   }
 
-  /** What each donor holds, read once per donor. */
+  /** What each donor holds. Live reservations are read in one call for all donors. */
   private async donorSnapshots(ids: Iterable<string>): Promise<Map<string, DonorSnapshot>> {
-    const conns = await this.store.listConnections();
+    const wanted = [...new Set(ids)];
     const out = new Map<string, DonorSnapshot>();
-    await Promise.all(
-      [...new Set(ids)].map(async (id) => {
-        const [cluster, inventory, reservations] = await Promise.all([
-          this.store.getCluster(id),
-          this.store.getInventory(id),
-          this.store.listReservations({ donor: id, states: LIVE }),
-        ]);
-        if (cluster)
-          out.set(id, { cluster, agent: this.agentOf(conns, id), inventory, reservations });
-      }),
-    );
+    if (wanted.length === 0) return out;
+    const [conns, live, donors] = await Promise.all([
+      this.store.listConnections(),
+      wanted.length === 1
+        ? this.store.listReservations({ donor: wanted[0]!, states: LIVE })
+        : this.store.listReservations({ states: LIVE }),
+      Promise.all(
+        wanted.map(async (id) => {
+          const [cluster, inventory] = await Promise.all([
+            this.store.getCluster(id),
+            this.store.getInventory(id),
+          ]);
+          return { id, cluster, inventory };
+        }),
+      ),
+    ]);
+    for (const { id, cluster, inventory } of donors) {
+      if (!cluster) continue;
+      out.set(id, {
+        cluster,
+        agent: this.agentOf(conns, id),
+        inventory,
+        reservations: live.filter((r) => r.donor === id),
+      });
+    }
     return out;
   }
 
