@@ -90,11 +90,16 @@ function call<Req, Res>(
   });
 }
 
-export interface JoinOptions extends TlsTarget {
+export interface JoinOptions {
+  /** host:port of the broker's gRPC port. */
+  brokerAddress: string;
+  /** The broker CA, handed out with the join token. */
+  caPem: string;
   /** The single-use join token minted by the broker's admin. */
   token: string;
   /** Generated here when not given; it never leaves this process. */
   privateKeyPem?: string;
+  serverName?: string;
   timeoutMs?: number;
 }
 
@@ -111,10 +116,15 @@ export async function joinCluster(opts: JoinOptions): Promise<JoinedIdentity> {
   const keyPem = opts.privateKeyPem ?? generateKeyPair().privateKeyPem;
   const csrPem = createCsr(keyPem, 'spillway-cluster');
   const v1 = loadSpillwayV1();
+  const target: TlsTarget = {
+    address: opts.brokerAddress,
+    caPem: opts.caPem,
+    ...(opts.serverName === undefined ? {} : { serverName: opts.serverName }),
+  };
   const client = new v1.ClusterService(
-    opts.address,
+    target.address,
     grpc.credentials.createSsl(Buffer.from(opts.caPem)),
-    channelOptions(opts),
+    channelOptions(target),
   );
   try {
     const res = await call<JoinRequest, JoinResponse__Output>(
@@ -334,6 +344,7 @@ export class ClusterStream {
   private silence: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
   private welcome: Welcome__Output | undefined;
+  private openedAt = 0;
   private closing = false;
   private closedPromise: Promise<void> | undefined;
   private endedResolve: (() => void) | undefined;
@@ -488,14 +499,12 @@ export class ClusterStream {
     if (Number.isFinite(interval) && interval > 0) this.heartbeatMs = interval;
     if (Number.isFinite(timeout) && timeout > 0) this.timeoutMs = timeout;
     this.state = 'open';
-    this.backoff.reset();
+    this.openedAt = Date.now();
     if (this.beat) clearInterval(this.beat);
     this.beat = setInterval(
       () => this.send({ heartbeat: { sent_unix_ms: Date.now() } }),
       this.heartbeatMs,
     );
-    for (const w of [...this.waiters]) w();
-    this.waiters.clear();
     this.logger?.info(
       { cluster: w.cluster_id, broker: w.broker_id, streamComponent: this.component },
       'connected to the broker',
@@ -503,6 +512,9 @@ export class ClusterStream {
     void Promise.resolve()
       .then(() => this.handlers.onConnected?.(this, w))
       .catch((err: unknown) => this.logger?.error({ err }, 'onConnected failed'));
+    // After onConnected is scheduled, so a waiter sees its effects first.
+    for (const w of [...this.waiters]) w();
+    this.waiters.clear();
   }
 
   private onStreamEnd(
@@ -530,6 +542,9 @@ export class ClusterStream {
       this.endedResolve?.();
       return;
     }
+    // Only a stream that lived a while resets the backoff: a broker that welcomes and
+    // then ends us at once (a replaced stream, say) must not make us dial in a tight loop.
+    if (wasOpen && Date.now() - this.openedAt > 2 * this.heartbeatMs) this.backoff.reset();
     const delay = this.backoff.next();
     this.logger?.warn(
       {

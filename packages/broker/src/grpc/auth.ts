@@ -50,16 +50,23 @@ export class ReloadableCertificateProvider implements experimental.CertificatePr
 
   addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
     this.caListeners.add(listener);
-    listener({ caCertificate: Buffer.from(this.material.caPem) });
+    // Asynchronously: grpc-js registers its watcher only after adding this listener.
+    process.nextTick(() => {
+      if (this.caListeners.has(listener))
+        listener({ caCertificate: Buffer.from(this.material.caPem) });
+    });
   }
   removeCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
     this.caListeners.delete(listener);
   }
   addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
     this.identityListeners.add(listener);
-    listener({
-      certificate: Buffer.from(this.material.certPem),
-      privateKey: Buffer.from(this.material.keyPem),
+    process.nextTick(() => {
+      if (!this.identityListeners.has(listener)) return;
+      listener({
+        certificate: Buffer.from(this.material.certPem),
+        privateKey: Buffer.from(this.material.keyPem),
+      });
     });
   }
   removeIdentityCertificateListener(
