@@ -411,7 +411,7 @@ async function execAll(tx: ChainableCommander): Promise<unknown[]> {
   });
 }
 
-/** The embedded-Redis-free HA store: every replica shares state through one Redis. */
+/** The HA store: every broker replica shares its state through one Redis. */
 export class RedisStore implements Store {
   readonly kind = 'redis' as const;
   readonly prefix: string;
