@@ -3,8 +3,19 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startAgent, agentConfigSchema, type AgentConfig, type RunningAgent } from '@spillway/agent';
-import { brokerConfig, startBroker, type BrokerConfig, type ClusterRole, type RunningBroker } from '@spillway/broker';
+import {
+  startAgent,
+  agentConfigSchema,
+  type AgentConfig,
+  type RunningAgent,
+} from '@spillway/agent';
+import {
+  brokerConfig,
+  startBroker,
+  type BrokerConfig,
+  type ClusterRole,
+  type RunningBroker,
+} from '@spillway/broker';
 import { createLogger, loadConfig, type Logger } from '@spillway/common';
 import type { TestCluster } from '../testbed/index.js';
 
@@ -22,7 +33,11 @@ export interface SpillwayBed {
   logger: Logger;
   agents: Map<string, RunningAgent>;
   /** Mints a join token and starts the cluster's agent with it (first start joins). */
-  joinAgent(cluster: TestCluster, role: ClusterRole, overrides?: Partial<AgentConfig>): Promise<RunningAgent>;
+  joinAgent(
+    cluster: TestCluster,
+    role: ClusterRole,
+    overrides?: Partial<AgentConfig>,
+  ): Promise<RunningAgent>;
   /** Starts the agent again from its identity Secret (no token needed). */
   restartAgent(cluster: TestCluster, overrides?: Partial<AgentConfig>): Promise<RunningAgent>;
   stopAgent(name: string): Promise<void>;
@@ -51,7 +66,14 @@ export async function startSpillway(opts: SpillwayOptions = {}): Promise<Spillwa
 
   const agentConfig = (cluster: TestCluster, overrides: Partial<AgentConfig> = {}): AgentConfig => {
     const { config } = loadConfig(agentConfigSchema, {
-      argv: ['--broker-address', brokerAddress, '--kubeconfig', cluster.kubeconfigPath, '--ca-file', caFile],
+      argv: [
+        '--broker-address',
+        brokerAddress,
+        '--kubeconfig',
+        cluster.kubeconfigPath,
+        '--ca-file',
+        caFile,
+      ],
       env: {},
     });
     return { ...config, namespace: 'kube-system', logLevel: 'warn', ...overrides };
@@ -67,14 +89,20 @@ export async function startSpillway(opts: SpillwayOptions = {}): Promise<Spillwa
     agentConfig,
     async joinAgent(cluster, role, overrides = {}) {
       const { token } = await broker.core.createJoinToken({ clusterId: cluster.name, role });
-      const agent = await startAgent(agentConfig(cluster, { joinToken: token, ...overrides }), logger.child({ agent: cluster.name }));
+      const agent = await startAgent(
+        agentConfig(cluster, { joinToken: token, ...overrides }),
+        logger.child({ agent: cluster.name }),
+      );
       agents.set(cluster.name, agent);
       await agent.stream.waitConnected(30_000);
       return agent;
     },
     async restartAgent(cluster, overrides = {}) {
       await bed.stopAgent(cluster.name);
-      const agent = await startAgent(agentConfig(cluster, overrides), logger.child({ agent: cluster.name }));
+      const agent = await startAgent(
+        agentConfig(cluster, overrides),
+        logger.child({ agent: cluster.name }),
+      );
       agents.set(cluster.name, agent);
       await agent.stream.waitConnected(30_000);
       return agent;

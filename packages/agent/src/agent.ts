@@ -177,7 +177,8 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
   };
 
   const stream = client.connect('agent', {
-    hello: { version: '0.1.0', gpu_resources: [...cfg.gpuResources] },
+    // Patterns (nvidia.com/mig-*) stay local; the broker learns concrete names from reports.
+    hello: { version: '0.1.0', gpu_resources: cfg.gpuResources.filter((r) => !r.includes('*')) },
     onConnected: (s) => {
       s.send({ capacity: reporter.snapshot() });
       status.resendAll();
