@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CHANNEL_OPTIONS, loadSpillwayV1, type JoinResponse__Output } from '@spillway/api';
 import { createCsr, generateKeyPair, inspectCertificate, silentLogger } from '@spillway/common';
@@ -194,5 +196,32 @@ describe('startBroker', () => {
     expect(write.status).toBe(403);
     // The old bootstrap admin token is not configured on this broker.
     expect((await api(b, 'GET', '/api/v1/clusters')).status).toBe(401);
+  });
+
+  it('runs on Redis with the Redis router, and stops without leaving connections open', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const prefix = `spillway-test-${randomUUID().slice(0, 8)}:`;
+    const b = await start(config(dir, { store: 'redis', redisPrefix: prefix }));
+    const ready = await fetch(`http://127.0.0.1:${b.httpPort}/readyz`);
+    expect(await ready.json()).toEqual({ status: 'ready', store: 'redis' });
+    const token = await joinToken(b, 'redis-1');
+    const joined = await joinOverGrpc(b, token, 'redis-1');
+    expect(joined.cluster_id).toBe('redis-1');
+    const metrics = await (await fetch(`http://127.0.0.1:${b.httpPort}/metrics`)).text();
+    expect(metrics).toContain('spillway_streams_open{component="agent"} 0');
+    expect(metrics).toContain('process_cpu_user_seconds_total');
+    await b.stop();
+    // stop() is idempotent and the data is in Redis, not in the data dir.
+    await b.stop();
+    expect(existsSync(join(dir, 'broker.db'))).toBe(false);
+    const redis = new Redis('redis://127.0.0.1:6379');
+    try {
+      const keys = await redis.keys(`${prefix.slice(0, -1)}*`);
+      expect(keys.length).toBeGreaterThan(0);
+      await redis.del(...keys);
+    } finally {
+      await redis.quit();
+    }
   });
 });

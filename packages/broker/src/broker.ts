@@ -127,6 +127,7 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
       heartbeatTimeoutMs: config.heartbeatTimeout,
       commandTimeoutMs: COMMAND_TIMEOUT_MS,
     });
+    metrics.bindSessions(() => grpc.sessions());
     const grpcPort = await grpc.listen(config.grpcHost, config.grpcPort);
     undo.push(() => grpc.stop(config.shutdownGrace));
     logger.info({ host: config.grpcHost, port: grpcPort }, 'gRPC (mTLS) listening');

@@ -33,6 +33,7 @@ export class Metrics {
   private readonly freeGpus: Gauge<'product' | 'resource'>;
   private readonly reservationsOpen: Gauge;
   private store: Store | undefined;
+  private sessions: (() => readonly { component: string }[]) | undefined;
   private readonly heartbeatTimeoutMs: number;
   private readonly logger: Logger | undefined;
 
@@ -115,12 +116,9 @@ export class Metrics {
     this.httpRequests.inc({ method, route, status: String(status) });
   }
 
-  streamOpened(component: string): void {
-    this.streams.inc({ component });
-  }
-
-  streamClosed(component: string): void {
-    this.streams.dec({ component });
+  /** Lets spillway_streams_open read this replica's live streams on each render(). */
+  bindSessions(sessions: () => readonly { component: string }[]): void {
+    this.sessions = sessions;
   }
 
   /**
@@ -128,6 +126,15 @@ export class Metrics {
    * one pass, so a scrape is consistent and a store failure shows in the same scrape.
    */
   async render(): Promise<string> {
+    if (this.sessions) {
+      const byComponent = new Map<string, number>();
+      for (const s of this.sessions())
+        byComponent.set(s.component, (byComponent.get(s.component) ?? 0) + 1);
+      this.streams.reset();
+      for (const component of ['agent', 'virtual-node'])
+        byComponent.set(component, byComponent.get(component) ?? 0);
+      for (const [component, n] of byComponent) this.streams.set({ component }, n);
+    }
     await this.refreshFromStore();
     return this.registry.metrics();
   }

@@ -356,7 +356,9 @@ describe('REST API on a real SQLite store and the real core', () => {
     expect(text).toMatch(
       /spillway_http_requests_total\{method="GET",route="\/api\/v1\/clusters",status="200"\} \d+/,
     );
-    expect(text).toContain('spillway_placement_duration_seconds_bucket');
+    // One real placement went through the instrumented core; simulations are not counted.
+    expect(text).toContain('spillway_placements_total{result="placed"} 1');
+    expect(text).toMatch(/spillway_placement_duration_seconds_count\{result="placed"\} 1/);
   });
 
   it('refuses requests without a valid token with 401', async () => {
