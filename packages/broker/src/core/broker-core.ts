@@ -229,7 +229,7 @@ export class Core implements BrokerCore {
       throw tokenInvalid();
     }
     const issued = this.issue(record.clusterId, csrPem, now);
-    const consumed = await this.store.consumeJoinToken(id, record.secretHash, now);
+    const consumed = await this.store.consumeJoinToken(id, sha256(secret).toString('hex'), now);
     const existing = await this.store.getCluster(consumed.clusterId);
     const cluster: ClusterRecord = {
       id: consumed.clusterId,
