@@ -7,6 +7,7 @@ import {
   type ClusterStream,
   type Command__Output,
   type JoinedIdentity,
+  type PodEventReport__Output,
   type PodStatusEvent__Output,
 } from '@spillway/api';
 import {
@@ -495,6 +496,7 @@ describe('placement and pod relay', () => {
   let shim: ClusterStream;
   const commands: Command__Output[] = [];
   const statuses: PodStatusEvent__Output[] = [];
+  const events: PodEventReport__Output[] = [];
 
   beforeAll(async () => {
     origin = await joinAs(b, 'rl-o');
@@ -576,7 +578,10 @@ describe('placement and pod relay', () => {
       },
       { heartbeatIntervalMs: HEARTBEAT_MS },
     );
-    shim = client(origin).connect('virtual-node', { onPodStatus: (e) => statuses.push(e) });
+    shim = client(origin).connect('virtual-node', {
+      onPodStatus: (e) => statuses.push(e),
+      onPodEvent: (e) => events.push(e),
+    });
     await agent.waitConnected();
     await shim.waitConnected();
   });
@@ -673,6 +678,47 @@ describe('placement and pod relay', () => {
     expect(
       commands.some((x) => x.create_pod?.pod?.uid === 'u-x' || x.create_pod?.pod?.uid === 'u-y'),
     ).toBe(false);
+  });
+
+  it('relays a shim’s offload sync to the donor and a donor’s pod events to the shim', async () => {
+    const pod = { origin_cluster: 'rl-o', namespace: 'ml', name: 'train-1', uid: 'u-train-1' };
+    const pods = [pod];
+    expect(shim.send({ offload_sync: { donor_cluster: 'rl-d', pods, as_of_unix_ms: 1234 } })).toBe(
+      true,
+    );
+    await eventually(() => {
+      const sync = commands.find((c) => c.op === 'offload_sync');
+      expect(sync?.origin_cluster).toBe('rl-o');
+      expect(sync?.offload_sync?.pods.map((p) => p.uid)).toEqual(['u-train-1']);
+      expect(sync?.offload_sync?.as_of_unix_ms).toBe('1234');
+    });
+    agent.send({
+      pod_event: {
+        pod,
+        type: 'Warning',
+        reason: 'BackOff',
+        message: 'Back-off pulling image',
+        count: 2,
+      },
+    });
+    await eventually(() => {
+      const e = events.find((x) => x.reason === 'BackOff');
+      expect(e?.donor_cluster).toBe('rl-d');
+      expect(e?.count).toBe(2);
+    });
+    // A shim listing another origin's pods is cut off rather than relayed.
+    const id = await joinAs(b, 'rl-y');
+    const p = probe(raw(mtls(b.ca.certPem, id)));
+    await hello(p, 'COMPONENT_VIRTUAL_NODE');
+    p.send({
+      offload_sync: {
+        donor_cluster: 'rl-d',
+        pods: [{ origin_cluster: 'rl-o', namespace: 'ml', name: 'x', uid: 'u-x' }],
+      },
+    });
+    const end = await p.end();
+    expect(end.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(end.field).toBe('offload_sync.pods[0].origin_cluster');
   });
 
   it('times out a command the donor never answers, and reports a donor that is gone', async () => {
