@@ -16,7 +16,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'spillway-main-'));
 }, 120_000);
 afterAll(() => {
-  rmSync(dir, { recursive: true, force: true });
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
