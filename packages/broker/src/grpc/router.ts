@@ -263,7 +263,12 @@ export class RedisRouter implements Router {
     if (h.deliverLocal(clusterId, component, msg)) return true;
     const raw = await this.redis.hget(this.streamsKey, `${clusterId}/${component}`);
     if (!raw) return false;
-    const holder = JSON.parse(raw) as Holder;
+    let holder: Holder;
+    try {
+      holder = JSON.parse(raw) as Holder;
+    } catch {
+      return false;
+    }
     // Our own claim without a local stream is a leftover of a stream that just ended.
     if (holder.b === this.brokerId) return false;
     const receivers = await this.publish(this.channelOf(holder.b), {

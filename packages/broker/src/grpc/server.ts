@@ -139,6 +139,8 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     readonly sinceMs = Date.now();
     component: Component | undefined;
     private ended = false;
+    /** Settles once the core and router know the stream is gone. */
+    cleaned: Promise<void> = Promise.resolve();
     private replaced = false;
     private silence: NodeJS.Timeout | undefined;
     private beat: NodeJS.Timeout | undefined;
@@ -196,7 +198,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       } catch (e) {
         this.log.debug({ err: e }, 'stream was already closed');
       }
-      void this.cleanup();
+      this.cleaned = this.cleanup();
     }
 
     /** The peer went away (cancelled, half-closed, or broken). */
@@ -837,8 +839,11 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     }
   };
 
-  function endAll(err: SpillwayError): void {
-    for (const s of [...sessions.values()]) s.end(err);
+  /** Ends every stream and waits until the core has recorded each disconnect. */
+  async function endAll(err: SpillwayError): Promise<void> {
+    const all = [...sessions.values()];
+    for (const s of all) s.end(err);
+    await Promise.all(all.map((s) => s.cleaned));
   }
 
   return {
@@ -905,7 +910,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       server = undefined;
       core.events.off('peeringsChanged', onPeeringsChanged);
       core.events.off('clusterRevoked', onClusterRevoked);
-      endAll(new SpillwayError(ErrorCode.UNAVAILABLE, 'broker is shutting down'));
+      await endAll(new SpillwayError(ErrorCode.UNAVAILABLE, 'broker is shutting down'));
       for (const p of [...pending.values()]) p.onGone();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
