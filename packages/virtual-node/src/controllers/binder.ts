@@ -1,0 +1,202 @@
+import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
+import {
+  WorkQueue,
+  apiMessage,
+  apiStatus,
+  backoffDelay,
+  runWorkers,
+  virtualNodeName,
+  type Logger,
+} from '@spillway/common';
+import type { DonorChange } from '../donors.js';
+import { bindingFor, offloadCandidacy, placeRequestFor } from '../forge/placement.js';
+import {
+  donorOfNode,
+  isVirtualNode,
+  namespaceOptedIn,
+  podKey,
+  splitKey,
+  type ShimContext,
+} from './context.js';
+
+/** Event reasons on pods the binder could not (yet) offload. */
+export const REASON_NOT_OFFLOADED = 'NotOffloaded';
+export const REASON_CANNOT_OFFLOAD = 'CannotOffload';
+
+function lendsMore(c: DonorChange): boolean {
+  if (!c.after) return false;
+  if (!c.before) return true;
+  if (c.before.state !== c.after.state) return true;
+  return Object.entries(c.after.lendable).some(([r, n]) => n > (c.before!.lendable[r] ?? 0));
+}
+
+/**
+ * The overflow binder: GPU pods the scheduler cannot place stay Unschedulable for the grace
+ * period (so local capacity wins), then the broker places them on a donor and they are bound
+ * to that donor's virtual node through the Binding API — which fails cleanly if the scheduler
+ * bound the pod first, in which case the reservation is released.
+ */
+export class OverflowBinder {
+  readonly queue: WorkQueue<string>;
+  private readonly log: Logger;
+  /** Pods no donor could take, by key → attempts; retried with back-off and on new capacity. */
+  private readonly waiting = new Map<string, number>();
+  private workers: Promise<void> | undefined;
+
+  constructor(private readonly ctx: ShimContext) {
+    this.log = ctx.logger.child({ controller: 'overflow-binder' });
+    this.queue = new WorkQueue<string>({ name: 'overflow-binder', baseMs: 500, maxMs: 30_000 });
+  }
+
+  start(): void {
+    const { ctx } = this;
+    const onPod = (p: V1Pod): void => {
+      if (!p.spec?.nodeName && !p.metadata?.deletionTimestamp) this.queue.add(podKey(p));
+      else this.waiting.delete(podKey(p));
+    };
+    ctx.pods.informer.on('add', onPod);
+    ctx.pods.informer.on('update', onPod);
+    ctx.pods.informer.on('delete', (p) => this.waiting.delete(podKey(p)));
+    const onNamespace = (ns: V1Namespace): void => {
+      const name = ns.metadata?.name;
+      for (const p of ctx.pods.informer.list(name))
+        if (!p.spec?.nodeName) this.queue.add(podKey(p));
+    };
+    ctx.namespaces?.informer.on('add', onNamespace);
+    ctx.namespaces?.informer.on('update', onNamespace);
+    // More to lend (a pod ended, a donor came back): pods that found no room try again now.
+    ctx.donors.on('changed', (changes) => {
+      if (changes.some(lendsMore)) this.retryWaiting();
+    });
+    for (const p of ctx.pods.informer.list()) onPod(p);
+    this.workers = runWorkers(this.queue, (k) => this.reconcile(k), {
+      concurrency: ctx.config.workers,
+      logger: this.log,
+    });
+  }
+
+  retryWaiting(): void {
+    for (const key of this.waiting.keys()) this.queue.add(key);
+  }
+
+  async stop(): Promise<void> {
+    this.queue.shutdown();
+    await this.workers;
+  }
+
+  async reconcile(key: string): Promise<void> {
+    const { ctx } = this;
+    const { namespace, name } = splitKey(key);
+    const pod = ctx.pods.informer.get(name, namespace);
+    if (!pod) {
+      this.waiting.delete(key);
+      return;
+    }
+    const c = offloadCandidacy(pod, {
+      gpuResources: ctx.config.gpuResources,
+      namespaceOptedIn: namespaceOptedIn(ctx, namespace),
+    });
+    if (!c.candidate) {
+      this.waiting.delete(key);
+      return;
+    }
+    const waited = Date.now() - c.unschedulableSince;
+    if (waited < ctx.config.gracePeriod) {
+      this.queue.addAfter(key, ctx.config.gracePeriod - waited);
+      return;
+    }
+    if (!ctx.donors.connected || !ctx.donors.hasState) {
+      // The stream's (re)connect re-queues waiting pods through the registry.
+      this.waiting.set(key, this.waiting.get(key) ?? 0);
+      this.queue.addAfter(key, 2_000);
+      return;
+    }
+    const built = placeRequestFor(pod, {
+      originCluster: ctx.originCluster,
+      gpuResources: ctx.config.gpuResources,
+      donorOfNode: (n) => donorOfNode(ctx, n),
+    });
+    if ('error' in built) {
+      // Nothing will change until the pod does; its next update brings it back here.
+      this.waiting.delete(key);
+      await ctx.events.record(pod, {
+        type: 'Warning',
+        reason: REASON_CANNOT_OFFLOAD,
+        message: `Spillway cannot offload this pod: ${built.error}`,
+      });
+      return;
+    }
+    const res = await ctx.broker.place(built.request);
+    const reservation = res.reservation;
+    if (!reservation) {
+      const attempts = (this.waiting.get(key) ?? 0) + 1;
+      this.waiting.set(key, attempts);
+      const delay = backoffDelay(attempts - 1, {
+        baseMs: 1_000,
+        maxMs: ctx.config.placeRetryMax,
+        jitter: 0.2,
+      });
+      await ctx.events.record(pod, {
+        type: 'Warning',
+        reason: REASON_NOT_OFFLOADED,
+        message: `no donor can run this pod now (${res.reason_code || 'NO_FIT'}): ${res.reason || 'no reason given'}; retrying`,
+      });
+      this.log.debug(
+        { pod: key, code: res.reason_code, reason: res.reason, retryInMs: delay },
+        'not placed',
+      );
+      this.queue.addAfter(key, delay);
+      return;
+    }
+    const nodeName = virtualNodeName(reservation.donor_cluster);
+    const node = ctx.nodes.informer.get(nodeName);
+    const release = async (reason: string): Promise<void> => {
+      await ctx.broker
+        .release({ reservation_id: reservation.id, reason })
+        .catch((err: unknown) =>
+          this.log.warn({ err, reservation: reservation.id }, 'could not release reservation'),
+        );
+    };
+    if (!node || !isVirtualNode(node) || node.metadata?.deletionTimestamp) {
+      await release(`virtual node ${nodeName} is not registered yet`);
+      this.queue.addAfter(key, 1_000);
+      return;
+    }
+    // The scheduler may have won since the cache was read: look again before binding.
+    const latest = ctx.pods.informer.get(name, namespace);
+    if (!latest || latest.spec?.nodeName || latest.metadata?.uid !== pod.metadata?.uid) {
+      await release('the pod was bound or removed before it could be offloaded');
+      return;
+    }
+    try {
+      await ctx.core.createNamespacedPodBinding({
+        name,
+        namespace,
+        body: bindingFor(pod, nodeName, reservation),
+      });
+    } catch (err) {
+      const status = apiStatus(err);
+      await release(`binding failed: ${apiMessage(err)}`);
+      if (status === 409 || status === 404) {
+        this.log.info(
+          { pod: key, err: apiMessage(err) },
+          'pod was bound elsewhere or removed first',
+        );
+        this.waiting.delete(key);
+        return;
+      }
+      throw err;
+    }
+    this.waiting.delete(key);
+    this.log.info(
+      {
+        pod: key,
+        node: nodeName,
+        donorNode: reservation.node,
+        reservation: reservation.id,
+        gpus: `${reservation.gpus} ${reservation.resource_name}`,
+      },
+      'bound pod to virtual node',
+    );
+  }
+}
