@@ -1,4 +1,5 @@
 import { DEFAULT_GPU_RESOURCES, type ConfigOf, type Schema } from '@spillway/common';
+import { BASELINE_CAPABILITIES } from './forge/policy.js';
 
 export const agentConfigSchema = {
   kubeconfig: {
