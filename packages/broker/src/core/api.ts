@@ -207,7 +207,10 @@ export interface BrokerCore {
   listClusters(): Promise<ClusterView[]>;
   getCluster(id: string): Promise<ClusterDetail>;
   patchCluster(id: string, patch: ClusterPatch): Promise<ClusterView>;
-  /** Revokes the cluster's certificate, drops its peerings, inventory and streams. */
+  /**
+   * Revokes the cluster's certificate, drops its peerings, inventory and streams. The record
+   * stays, marked revokedAt (state Revoked); a new join token for the same ID re-admits it.
+   */
   removeCluster(id: string): Promise<void>;
   getClusterRecord(id: string): Promise<ClusterRecord | undefined>;
 
@@ -222,6 +225,7 @@ export interface BrokerCore {
   getInventory(clusterId: string): Promise<ClusterInventory | undefined>;
   podStatus(donor: string, report: PodStatusReport): Promise<void>;
 
+  /** Creating an existing peering updates its limits and products, keeping createdAt. */
   createPeering(input: PeeringInput): Promise<PeeringView>;
   listPeerings(filter?: { origin?: string; donor?: string }): Promise<PeeringView[]>;
   deletePeering(origin: string, donor: string): Promise<void>;
@@ -229,7 +233,9 @@ export interface BrokerCore {
   /** Throws NO_PEERING unless origin is peered with donor. */
   assertPeered(origin: string, donor: string): Promise<PeeringRecord>;
 
+  /** Reserves GPUs on the best node; a pod uid with a live reservation gets that one back. */
   place(origin: string, request: PlacementRequest): Promise<PlacementResult>;
+  /** place() without reserving: `simulated: true` and an empty reservation id. */
   simulate(origin: string, request: PlacementRequest): Promise<PlacementResult>;
   /** Only the reservation's origin may release it. */
   release(origin: string, reservationId: string, reason: string): Promise<boolean>;

@@ -90,6 +90,12 @@ export interface CoreOptions {
   revocationRefreshMs?: number;
   /** Lending changes are coalesced for this long before peeringsChanged. Default 200ms. */
   lendingDebounceMs?: number;
+  /**
+   * Placements this replica runs at once; more wait their turn. Bounds the store's queue
+   * under bursts, and later callers then see earlier reservations instead of racing them.
+   * Default 32.
+   */
+  maxConcurrentPlacements?: number;
   /** Placement outcomes and durations (the broker's Metrics fits). */
   metrics?: { observePlacement(result: string, seconds: number): void };
 }
@@ -141,6 +147,9 @@ export class Core implements BrokerCore {
   private readonly revocationRefreshMs: number;
   private readonly lendingDebounceMs: number;
   private readonly metrics: CoreOptions['metrics'];
+  private readonly maxPlacements: number;
+  private placing = 0;
+  private readonly placeQueue: (() => void)[] = [];
 
   private revoked = new Set<string>();
   /** performance.now() of the last load; wall-clock jumps must not stall refreshes. */
@@ -172,6 +181,7 @@ export class Core implements BrokerCore {
     this.revocationRefreshMs = Math.min(opts.revocationRefreshMs ?? 2000, 2000);
     this.lendingDebounceMs = opts.lendingDebounceMs ?? 200;
     this.metrics = opts.metrics;
+    this.maxPlacements = Math.max(1, opts.maxConcurrentPlacements ?? 32);
   }
 
   private now(): Date {
@@ -799,7 +809,20 @@ export class Core implements BrokerCore {
 
   async place(origin: string, request: PlacementRequest): Promise<PlacementResult> {
     const started = performance.now();
-    const result = await this.placeOnce(origin, request);
+    if (this.placing >= this.maxPlacements) {
+      await new Promise<void>((resolve) => this.placeQueue.push(resolve));
+    } else {
+      this.placing++;
+    }
+    let result: PlacementResult;
+    try {
+      result = await this.placeOnce(origin, request);
+    } finally {
+      // Hand the slot straight to the next waiter, or give it back.
+      const next = this.placeQueue.shift();
+      if (next) next();
+      else this.placing--;
+    }
     this.metrics?.observePlacement(
       result.placed ? 'placed' : result.code,
       (performance.now() - started) / 1000,
@@ -1088,6 +1111,18 @@ export class Core implements BrokerCore {
     } catch (err) {
       this.log.warn({ err, donors }, 'could not re-evaluate lending');
     }
+  }
+
+  /** Resolves once pending lending updates went out (tests, graceful shutdown). */
+  async idle(): Promise<void> {
+    if (this.lendingTimer) {
+      clearTimeout(this.lendingTimer);
+      this.lendingTimer = undefined;
+      this.lendingRun = this.flushLending().finally(() => {
+        this.lendingRun = undefined;
+      });
+    }
+    await this.lendingRun;
   }
 
   // -------------------------------------------------------------------------------------
