@@ -767,6 +767,49 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
       });
     });
 
+    describe('races', () => {
+      it('one token, two concurrent joins: exactly one certificate', async () => {
+        const a = await newCore();
+        const b = await newCore();
+        const { token } = await a.createJoinToken({ clusterId: 'c1', role: 'donor' });
+        const results = await Promise.allSettled([a.join(token, csr), b.join(token, csr)]);
+        expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+        const failed = results.find((r) => r.status === 'rejected');
+        expect((failed as PromiseRejectedResult).reason).toMatchObject({ code: 'TOKEN_INVALID' });
+      });
+
+      it('the same pod placed concurrently on two replicas gets one reservation', async () => {
+        const a = await newCore();
+        const b = await newCore();
+        await peeredLab(a);
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            (i % 2 ? a : b).place('lab', placement('same-pod', 2)),
+          ),
+        );
+        const ids = new Set(
+          results.map((r) => (r.placed ? r.reservation.id : `refused:${r.code}`)),
+        );
+        expect(ids.size).toBe(1);
+        expect([...ids][0]).not.toMatch(/^refused/);
+        expect(await a.offloads({ states: ['open'] })).toHaveLength(1);
+      });
+
+      it('a peering limit holds under concurrent places across replicas', async () => {
+        const a = await newCore();
+        const b = await newCore();
+        await peeredLab(a, 5);
+        const results = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            (i % 2 ? a : b).place('lab', placement(`q-${i}`, 1)),
+          ),
+        );
+        expect(results.filter((r) => r.placed)).toHaveLength(5);
+        for (const r of results) if (!r.placed) expect(r.code).toBe('QUOTA_EXCEEDED');
+        expect((await a.offloads({ origin: 'lab', states: ['open'] })).length).toBe(5);
+      });
+    });
+
     it('concurrency: 1,000 places for 1 GPU each against 100 free GPUs on several replicas', async () => {
       // Redis: four replicas with their own connections; SQLite: two connections to one file.
       const replicas = backend.name === 'redis' ? 4 : 2;
