@@ -93,7 +93,7 @@ export class BrokerRest {
   drainPeering(origin: string, donor: string): Promise<PeeringView> {
     return this.call(
       'POST',
-      `/api/v1/peerings/${encodeURIComponent(origin)}/${encodeURIComponent(donor)}:drain`,
+      `/api/v1/peerings/${encodeURIComponent(origin)}/${encodeURIComponent(donor)}/drain`,
       {},
     );
   }

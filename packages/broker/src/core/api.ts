@@ -229,6 +229,12 @@ export interface BrokerCore {
   createPeering(input: PeeringInput): Promise<PeeringView>;
   listPeerings(filter?: { origin?: string; donor?: string }): Promise<PeeringView[]>;
   deletePeering(origin: string, donor: string): Promise<void>;
+  /**
+   * Marks a peering as draining (deletingSince): no new placements, running pods stay, and
+   * agent and shim are told (donor refuses new pods, the virtual node is cordoned).
+   * Idempotent; creating the peering again ends the drain. `spillctl unpeer --drain`.
+   */
+  drainPeering(origin: string, donor: string): Promise<PeeringView>;
   peeringState(clusterId: string): Promise<PeeringState>;
   /** Throws NO_PEERING unless origin is peered with donor. */
   assertPeered(origin: string, donor: string): Promise<PeeringRecord>;

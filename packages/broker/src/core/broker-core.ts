@@ -683,6 +683,28 @@ export class Core implements BrokerCore {
     this.emitPeerings([origin, donor]);
   }
 
+  async drainPeering(origin: string, donor: string): Promise<PeeringView> {
+    validateClusterId(origin, 'origin');
+    validateClusterId(donor, 'donor');
+    const p = await this.store.getPeering(origin, donor);
+    if (!p) {
+      throw new SpillwayError(
+        ErrorCode.NOT_FOUND,
+        `origin ${origin} is not peered with donor ${donor}`,
+        { field: 'donor' },
+      );
+    }
+    let record = p;
+    if (p.deletingSince === undefined) {
+      record = { ...p, deletingSince: this.now().toISOString() };
+      await this.store.putPeering(record);
+      this.log.info({ origin, donor }, 'peering draining');
+      this.emitPeerings([origin, donor]);
+    }
+    const [view] = await this.peeringViews([record]);
+    return view!;
+  }
+
   async peeringState(clusterId: string): Promise<PeeringState> {
     validateClusterId(clusterId, 'clusterId');
     const [asOrigin, asDonor] = await Promise.all([

@@ -370,6 +370,20 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       },
     );
 
+    // A sub-path, not `:drain`: a custom method cannot follow a path parameter in fastify.
+    api.post<{ Params: { origin: string; donor: string } }>(
+      `${API}/peerings/:origin/:donor/drain`,
+      {
+        schema: {
+          summary: 'Drain a peering: no new placements, running pods stay (then DELETE it)',
+          tags: ['peerings'],
+          security,
+          params: peeringParams,
+        },
+      },
+      async (req) => core.drainPeering(req.params.origin, req.params.donor),
+    );
+
     api.get<{ Querystring: { origin?: string; donor?: string; state?: string } }>(
       `${API}/offloads`,
       {
