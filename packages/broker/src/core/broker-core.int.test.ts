@@ -365,6 +365,27 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
         expect(await core.listPeerings({ origin: 'lab' })).toEqual([]);
       });
 
+      it('draining a peering stops new placements until it is created again', async () => {
+        const core = await newCore();
+        await peeredLab(core);
+        expect((await core.place('lab', placement('running', 1))).placed).toBe(true);
+        const drained = await core.drainPeering('lab', 'donor-a');
+        expect(drained.deletingSince).toBeDefined();
+        expect(drained.lendable).toEqual({ [GPU]: 0 });
+        expect(drained.inUse).toEqual({ [GPU]: 1 });
+        expect((await core.drainPeering('lab', 'donor-a')).deletingSince).toBe(
+          drained.deletingSince,
+        );
+        expect(await core.place('lab', placement('new', 1))).toMatchObject({
+          placed: false,
+          code: 'NO_PEERING',
+        });
+        expect((await caught(core.assertPeered('lab', 'donor-a'))).code).toBe('NO_PEERING');
+        expect((await caught(core.drainPeering('lab', 'ghost'))).code).toBe('NOT_FOUND');
+        await core.createPeering({ origin: 'lab', donor: 'donor-a' });
+        expect((await core.place('lab', placement('new', 1))).placed).toBe(true);
+      });
+
       it.each([
         [{ origin: 'lab', donor: 'lab' }, 'donor', 'INVALID_ARGUMENT'],
         [{ origin: 'lab', donor: 'ghost' }, 'donor', 'NOT_FOUND'],
