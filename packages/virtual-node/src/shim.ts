@@ -197,7 +197,11 @@ export async function startVirtualNode(
     undo.push(() => lifecycle.stop());
 
     const stream = broker.connect('virtual-node', {
-      hello: { version: SHIM_VERSION, gpu_resources: [...config.gpuResources] },
+      // Wildcard patterns are ours to match; the broker takes concrete resource names only.
+      hello: {
+        version: SHIM_VERSION,
+        gpu_resources: config.gpuResources.filter((r) => !r.includes('*')),
+      },
       onConnected: () => {
         donors.setBrokerConnected(true);
         lifecycle.resyncAll();

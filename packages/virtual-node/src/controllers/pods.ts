@@ -113,7 +113,7 @@ export class PodLifecycle {
     });
     for (const p of ctx.pods.informer.list()) onPod(p);
     this.workers.push(
-      runWorkers(this.queue, (k) => this.reconcile(k), {
+      runWorkers(this.queue, (k) => this.reconcileQuietly(k), {
         concurrency: ctx.config.workers,
         logger: this.log,
       }),
@@ -207,6 +207,17 @@ export class PodLifecycle {
 
   // ---- reconcile ------------------------------------------------------------------------
 
+  /** A write that lost a race with another writer is routine: look again, without a warning. */
+  private async reconcileQuietly(key: string): Promise<void> {
+    try {
+      await this.reconcile(key);
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      this.log.debug({ pod: key }, 'conflict; reconciling again');
+      this.queue.addAfter(key, 100);
+    }
+  }
+
   async reconcile(key: string): Promise<void> {
     const { ctx } = this;
     const { namespace, name } = splitKey(key);
@@ -264,10 +275,10 @@ export class PodLifecycle {
     }
 
     if (rec) {
-      await this.ensureAnnotations(pod, donor, rec, log);
+      const current = await this.ensureAnnotations(pod, donor, rec, log);
       // A kubelet that cannot see its pods posts nothing; the node lifecycle controller
       // owns their readiness meanwhile.
-      if (ctx.donors.reachable(donor)) await this.mirror(pod, rec, log);
+      if (ctx.donors.reachable(donor)) await this.mirror(current, rec, log);
       return;
     }
 
@@ -428,12 +439,14 @@ export class PodLifecycle {
     donor: string,
     rec: RemotePodRecord,
     log: Logger,
-  ): Promise<void> {
+  ): Promise<V1Pod> {
     const a = pod.metadata?.annotations ?? {};
     const remote = rec.remoteName ? `${rec.remoteNamespace}/${rec.remoteName}` : '';
-    if (!remote || (a[ANNOTATION_DONOR] === donor && a[ANNOTATION_REMOTE_POD] === remote)) return;
+    if (!remote || (a[ANNOTATION_DONOR] === donor && a[ANNOTATION_REMOTE_POD] === remote))
+      return pod;
     const first = !a[ANNOTATION_REMOTE_POD];
-    await this.ctx.core.patchNamespacedPod(
+    // The patched pod carries the new resourceVersion the status write needs.
+    const patched = await this.ctx.core.patchNamespacedPod(
       {
         name: pod.metadata!.name!,
         namespace: pod.metadata!.namespace!,
@@ -453,6 +466,7 @@ export class PodLifecycle {
       });
       log.info({ remote, donorNode: rec.nodeName }, 'offloaded');
     }
+    return patched;
   }
 
   /** Creates the remote pod: the reservation first (pods bound by others), then references. */
