@@ -128,7 +128,17 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
     logger: logger.child({ component: 'broker-client' }),
     ...(cfg.brokerServerName ? { serverName: cfg.brokerServerName } : {}),
   });
-  const tenants = new TenantManager(kc, cfg.gpuResources, logger.child({ component: 'tenants' }));
+  const tenants = new TenantManager(
+    kc,
+    cfg.gpuResources,
+    logger.child({ component: 'tenants' }),
+    cfg.tenantClusterRole
+      ? {
+          clusterRole: cfg.tenantClusterRole,
+          serviceAccount: { namespace: cfg.namespace, name: cfg.serviceAccountName },
+        }
+      : undefined,
+  );
   const executor = new Executor({
     kc,
     tenants,

@@ -44,6 +44,16 @@ export const agentConfigSchema = {
     default: 'spillway-identity',
     description: "Secret holding this cluster's broker certificate and key",
   },
+  tenantClusterRole: {
+    type: 'string',
+    description:
+      'ClusterRole bound to --service-account-name in each tenant namespace the agent creates (the Helm chart sets it; empty: no RoleBinding)',
+  },
+  serviceAccountName: {
+    type: 'string',
+    default: 'spillway-agent',
+    description: "the agent's ServiceAccount in --namespace: the subject of --tenant-cluster-role",
+  },
   gpuResources: {
     type: 'list',
     default: [...DEFAULT_GPU_RESOURCES],

@@ -1,8 +1,11 @@
 import {
+  AuthorizationV1Api,
   CoreV1Api,
+  RbacAuthorizationV1Api,
   type KubeConfig,
   type V1Namespace,
   type V1ResourceQuota,
+  type V1RoleBinding,
 } from '@kubernetes/client-node';
 import type { Peering__Output } from '@spillway/api';
 import {
@@ -19,6 +22,36 @@ import {
 } from '@spillway/common';
 
 export const QUOTA_NAME = 'spillway-tenant';
+export const TENANT_ROLE_BINDING_NAME = 'spillway-agent';
+
+/**
+ * How the agent gets its rights inside a tenant namespace when it runs with least privilege
+ * (the Helm chart): it binds one ClusterRole to its own ServiceAccount there, right after
+ * creating the namespace. An admission policy keeps it to exactly that binding.
+ */
+export interface TenantAccess {
+  clusterRole: string;
+  serviceAccount: { namespace: string; name: string };
+}
+
+/** Pure: the RoleBinding that gives the agent its rights in one tenant namespace. */
+export function tenantRoleBinding(namespace: string, access: TenantAccess): V1RoleBinding {
+  return {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: {
+      name: TENANT_ROLE_BINDING_NAME,
+      namespace,
+      labels: { [LABEL_MANAGED_BY]: MANAGED_BY_VALUE },
+    },
+    roleRef: {
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'ClusterRole',
+      name: access.clusterRole,
+    },
+    subjects: [{ kind: 'ServiceAccount', ...access.serviceAccount }],
+  };
+}
 
 export interface Tenant {
   origin: string;
@@ -85,12 +118,18 @@ export class TenantManager {
   private tenants = new Map<string, Tenant>();
   private known = false;
 
+  private readonly rbac: RbacAuthorizationV1Api;
+  private readonly authz: AuthorizationV1Api;
+
   constructor(
     kc: KubeConfig,
     private readonly gpuResources: readonly string[],
     private readonly logger: Logger,
+    private readonly access?: TenantAccess,
   ) {
     this.core = kc.makeApiClient(CoreV1Api);
+    this.rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+    this.authz = kc.makeApiClient(AuthorizationV1Api);
   }
 
   /** The tenant for an origin, if peered (undefined before the broker has said). */
@@ -139,6 +178,7 @@ export class TenantManager {
         MERGE_PATCH,
       );
     }
+    if (this.access) await this.ensureAccess(t.namespace, this.access);
     if (quota) {
       try {
         await this.core.createNamespacedResourceQuota({ namespace: t.namespace, body: quota });
@@ -156,6 +196,31 @@ export class TenantManager {
         .catch((err: unknown) => {
           if (!isNotFound(err)) throw err;
         });
+    }
+  }
+
+  /** Binds the tenant role, then waits until the API server's authorizer honours it. */
+  private async ensureAccess(namespace: string, access: TenantAccess): Promise<void> {
+    try {
+      await this.rbac.createNamespacedRoleBinding({
+        namespace,
+        body: tenantRoleBinding(namespace, access),
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err))
+        throw new Error(`role binding in ${namespace}: ${apiMessage(err)}`, { cause: err });
+    }
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const review = await this.authz.createSelfSubjectAccessReview({
+        body: { spec: { resourceAttributes: { namespace, verb: 'create', resource: 'pods' } } },
+      });
+      if (review.status?.allowed) return;
+      if (Date.now() > deadline)
+        throw new Error(
+          `the agent still cannot create pods in ${namespace} after binding ${access.clusterRole}`,
+        );
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 }
