@@ -1,9 +1,9 @@
-import { ErrorCode, SpillwayError } from './errors.js';
+import { ErrorCode, SpillwayError } from '@spillway/common';
 
 /**
- * Kubernetes resource quantities ("500m", "2", "1Gi", "1.5G", "1e3") as numbers.
- * Enough precision for scheduling arithmetic: CPU in millicores, memory in bytes,
- * extended resources (GPUs) as integers.
+ * Kubernetes resource quantities ("500m", "2", "1Gi", "512Mi", "1e3", "1k"), as the API
+ * server accepts them: a signed decimal number followed by a binary suffix (Ki..Ei), a
+ * decimal suffix (m, k, M..E) or a decimal exponent (e3, E-2).
  */
 
 const BINARY: Record<string, number> = {
@@ -14,6 +14,7 @@ const BINARY: Record<string, number> = {
   Pi: 2 ** 50,
   Ei: 2 ** 60,
 };
+
 const DECIMAL: Record<string, number> = {
   n: 1e-9,
   u: 1e-6,
@@ -27,54 +28,59 @@ const DECIMAL: Record<string, number> = {
   E: 1e18,
 };
 
+// The exponent form is tried first so that "1E3" is 1000 and "1E" is one exa.
 const QUANTITY =
-  /^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$/;
+  /^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei)|(n|u|m|k|M|G|T|P|E))?$/;
 
-/** The quantity's value in base units (cores, bytes, count). */
-export function parseQuantity(input: string | number, field = 'quantity'): number {
-  if (typeof input === 'number') {
-    if (!Number.isFinite(input)) throw bad(String(input), field);
-    return input;
-  }
-  const s = input.trim();
-  const m = QUANTITY.exec(s);
-  if (!m) throw bad(input, field);
-  const n = Number(m[1]);
-  if (m[2]) return n * Math.pow(10, Number(m[2].slice(1)));
-  const suffix = m[3] ?? '';
-  const mult = BINARY[suffix] ?? DECIMAL[suffix];
-  if (mult === undefined) throw bad(input, field);
-  return n * mult;
+/** Float noise such as 0.1 * 1000 = 100.00000000000001 must not round up to 101. */
+function clean(n: number): number {
+  return Number(n.toPrecision(15));
 }
 
-function bad(input: string, field: string): SpillwayError {
-  return new SpillwayError(
+/** Parses a quantity to a plain number; throws INVALID_ARGUMENT naming `field`. */
+export function parseQuantity(input: unknown, field: string): number {
+  if (typeof input === 'number') {
+    if (Number.isFinite(input)) return input;
+  } else if (typeof input === 'string') {
+    const m = QUANTITY.exec(input.trim());
+    if (m) {
+      const base = Number(m[1]);
+      let value: number;
+      if (m[2] !== undefined) value = base * 10 ** Number(m[2]);
+      else if (m[3] !== undefined) value = base * BINARY[m[3]]!;
+      else value = base * DECIMAL[m[4] ?? '']!;
+      if (Number.isFinite(value)) return clean(value);
+    }
+  }
+  throw new SpillwayError(
     ErrorCode.INVALID_ARGUMENT,
-    `${field}: "${input}" is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)`,
+    `${field}: ${JSON.stringify(input)} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi, 512Mi, 1e3)`,
     { field },
   );
 }
 
-/** CPU in millicores, rounded up like the scheduler. */
-export function cpuMillis(q: string | number | undefined, field = 'cpu'): number {
-  return q === undefined ? 0 : Math.ceil(parseQuantity(q, field) * 1000 - 1e-9);
+/** CPU in millicores, rounded up like the scheduler does. */
+export function cpuMillisOf(input: unknown, field: string): number {
+  return Math.ceil(clean(parseQuantity(input, field) * 1000));
 }
 
-/** Memory in bytes, rounded up. */
-export function memoryBytes(q: string | number | undefined, field = 'memory'): number {
-  return q === undefined ? 0 : Math.ceil(parseQuantity(q, field) - 1e-9);
+/** Memory (or any byte quantity), rounded up to whole bytes. */
+export function bytesOf(input: unknown, field: string): number {
+  return Math.ceil(parseQuantity(input, field));
 }
 
-/** An extended resource (GPUs): must be a whole number. */
-export function integerQuantity(q: string | number | undefined, field: string): number {
-  if (q === undefined) return 0;
-  const v = parseQuantity(q, field);
-  if (!Number.isInteger(v)) {
-    throw new SpillwayError(
-      ErrorCode.INVALID_ARGUMENT,
-      `${field}: ${String(q)} is not a whole number`,
-      { field },
-    );
+/** Formats bytes compactly for human messages ("1.5Gi", "512Mi", "100"). */
+export function formatBytes(bytes: number): string {
+  for (const [suffix, mult] of [
+    ['Ti', 2 ** 40],
+    ['Gi', 2 ** 30],
+    ['Mi', 2 ** 20],
+    ['Ki', 2 ** 10],
+  ] as const) {
+    if (bytes >= mult) {
+      const v = bytes / mult;
+      return `${Number.isInteger(v) ? v : v.toFixed(1)}${suffix}`;
+    }
   }
-  return v;
+  return String(bytes);
 }

@@ -122,8 +122,8 @@ function translateTolerations(
 }
 
 function renameRefs(pod: V1Pod, ns: string): void {
-  const rn = (n: string | undefined): string | undefined =>
-    n === undefined ? n : reflectedName(ns, n);
+  // An empty or null name references nothing (the policy skips it); renaming would invent one.
+  const rn = (n: string | undefined): string | undefined => (n ? reflectedName(ns, n) : n);
   const spec = pod.spec!;
   const fixContainer = (c: V1Container): void => {
     for (const e of c.envFrom ?? []) {
