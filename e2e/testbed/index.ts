@@ -35,7 +35,9 @@ export {
 } from './stages.js';
 export type { PodOutcome } from './stages.js';
 export { killAllComponentsSync } from './processes.js';
-export { poll } from './wait.js';
+export { freePorts } from './ports.js';
+export { get, poll } from './wait.js';
+export type { PollOptions, TlsOptions } from './wait.js';
 
 export interface TestbedOptions {
   clusters: ClusterSpec[];
