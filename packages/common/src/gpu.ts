@@ -1,4 +1,4 @@
-import { cpuMillis, integerQuantity, memoryBytes } from './quantity.js';
+import { bytesOf, cpuMillisOf, integerQuantity } from './quantity.js';
 
 /** GPU resource names Spillway tracks unless configured otherwise; `*` is a wildcard. */
 export const DEFAULT_GPU_RESOURCES = ['nvidia.com/gpu', 'nvidia.com/mig-*', 'amd.com/gpu'] as const;
@@ -45,9 +45,8 @@ function amountsOf(res: Res, gpuPatterns: readonly string[], where: string): Pod
   const q = (v: unknown): string | number => (typeof v === 'number' ? v : String(v));
   // Kubernetes defaults a missing request to the limit.
   const get = (name: string): unknown => requests[name] ?? limits[name];
-  if (get('cpu') !== undefined) out.cpuMillis = cpuMillis(q(get('cpu')), `${where}.cpu`);
-  if (get('memory') !== undefined)
-    out.memoryBytes = memoryBytes(q(get('memory')), `${where}.memory`);
+  if (get('cpu') !== undefined) out.cpuMillis = cpuMillisOf(q(get('cpu')), `${where}.cpu`);
+  if (get('memory') !== undefined) out.memoryBytes = bytesOf(q(get('memory')), `${where}.memory`);
   for (const name of new Set([...Object.keys(requests), ...Object.keys(limits)])) {
     if (isGpuResource(name, gpuPatterns)) {
       const n = integerQuantity(q(get(name)), `${where}["${name}"]`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { podRequests, isGpuResource } from './gpu.js';
-import { cpuMillis, integerQuantity, memoryBytes, parseQuantity } from './quantity.js';
+import { bytesOf, cpuMillisOf, integerQuantity, parseQuantity } from './quantity.js';
 
 describe('quantities', () => {
   it.each([
@@ -12,7 +12,7 @@ describe('quantities', () => {
     ['1e3', 1000],
     ['100k', 100_000],
     ['.5', 0.5],
-  ])('%s = %d', (q, v) => expect(parseQuantity(q)).toBeCloseTo(v, 9));
+  ])('%s = %d', (q, v) => expect(parseQuantity(q, 'q')).toBeCloseTo(v, 9));
 
   it.each(['', 'abc', '1Gb', '--1', '1 Gi', '1KiB'])('refuses %j naming the field', (q) => {
     expect(() => parseQuantity(q, 'spec.containers[0].resources.memory')).toThrow(
@@ -21,10 +21,10 @@ describe('quantities', () => {
   });
 
   it('rounds CPU and memory up, and requires whole GPUs', () => {
-    expect(cpuMillis('100m')).toBe(100);
-    expect(cpuMillis('0.0001')).toBe(1);
-    expect(cpuMillis('1.5')).toBe(1500);
-    expect(memoryBytes('1Mi')).toBe(1_048_576);
+    expect(cpuMillisOf('100m', 'cpu')).toBe(100);
+    expect(cpuMillisOf('0.0001', 'cpu')).toBe(1);
+    expect(cpuMillisOf('1.5', 'cpu')).toBe(1500);
+    expect(bytesOf('1Mi', 'memory')).toBe(1_048_576);
     expect(integerQuantity('4', 'gpu')).toBe(4);
     expect(() => integerQuantity('0.5', 'gpu')).toThrow(/whole number/);
   });

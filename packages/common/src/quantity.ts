@@ -84,3 +84,16 @@ export function formatBytes(bytes: number): string {
   }
   return String(bytes);
 }
+
+/** An extended resource (GPUs): must be a whole number. */
+export function integerQuantity(input: unknown, field: string): number {
+  const v = parseQuantity(input, field);
+  if (!Number.isInteger(v)) {
+    throw new SpillwayError(
+      ErrorCode.INVALID_ARGUMENT,
+      `${field}: ${JSON.stringify(input)} is not a whole number`,
+      { field },
+    );
+  }
+  return v;
+}

@@ -4,11 +4,11 @@ import {
   GFD_MEMORY_LABEL,
   GFD_PRODUCT_LABEL,
   LABEL_ORIGIN_UID,
-  cpuMillis,
+  cpuMillisOf,
   integerQuantity,
   isGpuResource,
   isTerminalPhase,
-  memoryBytes,
+  bytesOf,
   podRequests,
 } from '@spillway/common';
 
@@ -96,8 +96,12 @@ export function computeNode(
     gpus[resource] = { allocatable: String(alloc), free: String(free) };
   }
   if (Object.keys(gpus).length === 0) return { eligible: false, reason: 'no GPUs' };
-  const cpuAlloc = allocatable.cpu ? cpuMillis(allocatable.cpu) : 0;
-  const memAlloc = allocatable.memory ? memoryBytes(allocatable.memory) : 0;
+  const cpuAlloc = allocatable.cpu
+    ? cpuMillisOf(allocatable.cpu, `node ${name} allocatable cpu`)
+    : 0;
+  const memAlloc = allocatable.memory
+    ? bytesOf(allocatable.memory, `node ${name} allocatable memory`)
+    : 0;
   return {
     eligible: true,
     capacity: {

@@ -1,7 +1,6 @@
-import { ErrorCode, SpillwayError } from '@spillway/common';
+import { ErrorCode, SpillwayError, bytesOf, cpuMillisOf, parseQuantity } from '@spillway/common';
 import type { LabelRequirement, PlacementRequest, Toleration } from '../core/api.js';
 import type { PlacementPolicy } from '../model.js';
-import { bytesOf, cpuMillisOf, parseQuantity } from './quantity.js';
 
 /**
  * Turns a Kubernetes pod into what the placement engine needs. Only the fields read here

@@ -1,4 +1,4 @@
-import { formatDuration } from '@spillway/common';
+import { formatBytes, formatDuration } from '@spillway/common';
 import type {
   CandidateVerdict,
   ClusterState,
@@ -17,7 +17,6 @@ import type {
   ReservationRecord,
   Taint,
 } from '../model.js';
-import { formatBytes } from './quantity.js';
 
 /**
  * The placement engine: pure functions over a snapshot of the store. It filters donors and
