@@ -115,6 +115,15 @@ describe('computeNode', () => {
     ).toBe(true);
   });
 
+  it('never lends the GPUs of a virtual node (another cluster lends them)', () => {
+    const v = computeNode(
+      node('spillway-donor-a', { labels: { type: 'virtual-kubelet' } }),
+      [],
+      policy,
+    );
+    expect(v).toEqual({ eligible: false, reason: 'virtual node' });
+  });
+
   it('lists the offloaded pods it counted', () => {
     const v = computeNode(
       node('n1'),

@@ -4,6 +4,8 @@ import {
   GFD_MEMORY_LABEL,
   GFD_PRODUCT_LABEL,
   LABEL_ORIGIN_UID,
+  VIRTUAL_NODE_LABEL_TYPE,
+  VIRTUAL_NODE_TYPE_VALUE,
   cpuMillisOf,
   integerQuantity,
   isGpuResource,
@@ -57,6 +59,9 @@ export function computeNode(
 ): NodeVerdict {
   const name = node.metadata?.name ?? '';
   const labels = node.metadata?.labels ?? {};
+  // A virtual node advertises GPUs another cluster lends: lending them on would count them twice.
+  if (labels[VIRTUAL_NODE_LABEL_TYPE] === VIRTUAL_NODE_TYPE_VALUE)
+    return { eligible: false, reason: 'virtual node' };
   if (!isReady(node)) return { eligible: false, reason: 'NotReady' };
   if (node.spec?.unschedulable) return { eligible: false, reason: 'cordoned' };
   for (const [k, v] of Object.entries(policy.nodeSelector)) {

@@ -1,7 +1,7 @@
 import { CoreV1Api, type KubeConfig, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import type { CapacityReport, NodeCapacity } from '@spillway/api';
 import { runInformer, type Logger, type ManagedInformer } from '@spillway/common';
-import { capacityKey, computeNode, type InventoryPolicy } from './compute.js';
+import { capacityKey, computeNode, podsHoldingResources, type InventoryPolicy } from './compute.js';
 
 export interface InventoryReporterOptions {
   kc: KubeConfig;
@@ -110,7 +110,8 @@ export class InventoryReporter {
   private computeOne(n: V1Node): NodeCapacity | undefined {
     const name = n.metadata?.name;
     if (!name) return undefined;
-    const pods = [...(this.podsByNode.get(name)?.values() ?? [])];
+    // Succeeded and Failed pods stay bound to the node but hold nothing any more.
+    const pods = podsHoldingResources(this.podsByNode.get(name)?.values() ?? [], name);
     const v = computeNode(n, pods, this.policy);
     return v.eligible ? v.capacity : undefined;
   }
