@@ -97,6 +97,11 @@ export class RemotePods {
     return true;
   }
 
+  /** Records a pod we just created, unless the donor's report of it arrived first. */
+  created(rec: RemotePodRecord): void {
+    if (!this.byUid.has(rec.uid)) this.byUid.set(rec.uid, rec);
+  }
+
   /**
    * Applies a ListPods snapshot requested at `asOfMs` (our clock). What we learned after the
    * request started wins over the snapshot; known pods of that donor it does not list, and

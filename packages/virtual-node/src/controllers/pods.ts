@@ -551,8 +551,8 @@ export class PodLifecycle {
         secrets_json: refs.secrets,
         node_name: donorNode ?? '',
       });
-      // Until the donor reports on it, the pod is Pending there; newer reports win.
-      ctx.remote.upsert({
+      // Until the donor reports on it, the pod is Pending there; its reports may be here already.
+      ctx.remote.created({
         uid: pod.metadata!.uid!,
         donor,
         namespace: pod.metadata!.namespace!,
