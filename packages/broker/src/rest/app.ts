@@ -117,7 +117,10 @@ const security = [{ bearerAuth: [] }];
 export function buildRestApp(opts: RestAppOptions): FastifyInstance {
   const { core, store, logger, auth, metrics } = opts;
   const bodyLimit = opts.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const onError = makeErrorHandler(logger, bodyLimit);
   const app = fastify({
+    // Errors raised before routing (a malformed URL) get the same { error } body.
+    frameworkErrors: onError,
     loggerInstance: logger,
     // Requests are counted in metrics; per-request info logs would drown everything else.
     logController: new LogController({ disableRequestLogging: true }),
@@ -138,7 +141,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       : {}),
   }) as unknown as FastifyInstance;
 
-  app.setErrorHandler(makeErrorHandler(logger, bodyLimit));
+  app.setErrorHandler(onError);
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).send({
       error: {
