@@ -236,8 +236,15 @@ export interface BrokerCore {
    */
   drainPeering(origin: string, donor: string): Promise<PeeringView>;
   peeringState(clusterId: string): Promise<PeeringState>;
-  /** Throws NO_PEERING unless origin is peered with donor. */
-  assertPeered(origin: string, donor: string): Promise<PeeringRecord>;
+  /**
+   * Throws NO_PEERING unless origin is peered with donor. A draining peering counts only
+   * with `allowDraining`: its running pods still report status and can be deleted.
+   */
+  assertPeered(
+    origin: string,
+    donor: string,
+    opts?: { allowDraining?: boolean },
+  ): Promise<PeeringRecord>;
 
   /** Reserves GPUs on the best node; a pod uid with a live reservation gets that one back. */
   place(origin: string, request: PlacementRequest): Promise<PlacementResult>;

@@ -381,6 +381,10 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
           code: 'NO_PEERING',
         });
         expect((await caught(core.assertPeered('lab', 'donor-a'))).code).toBe('NO_PEERING');
+        // Its running pods still report and can be deleted while it drains.
+        expect((await core.assertPeered('lab', 'donor-a', { allowDraining: true })).donor).toBe(
+          'donor-a',
+        );
         expect((await caught(core.drainPeering('lab', 'ghost'))).code).toBe('NOT_FOUND');
         await core.createPeering({ origin: 'lab', donor: 'donor-a' });
         expect((await core.place('lab', placement('new', 1))).placed).toBe(true);

@@ -715,9 +715,13 @@ export class Core implements BrokerCore {
     return { asOrigin: views.slice(0, asOrigin.length), asDonor: views.slice(asOrigin.length) };
   }
 
-  async assertPeered(origin: string, donor: string): Promise<PeeringRecord> {
+  async assertPeered(
+    origin: string,
+    donor: string,
+    opts: { allowDraining?: boolean } = {},
+  ): Promise<PeeringRecord> {
     const p = await this.store.getPeering(origin, donor);
-    if (!p || p.deletingSince !== undefined) {
+    if (!p || (p.deletingSince !== undefined && opts.allowDraining !== true)) {
       throw new SpillwayError(
         ErrorCode.NO_PEERING,
         `origin ${origin} is not peered with donor ${donor}`,

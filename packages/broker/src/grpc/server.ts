@@ -451,7 +451,8 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     /** A donor may only speak about pods of origins it is peered with; others are dropped. */
     private async peeredWith(origin: string, what: string): Promise<boolean> {
       try {
-        await core.assertPeered(origin, this.clusterId);
+        // While a peering drains, its running pods must still report until they end.
+        await core.assertPeered(origin, this.clusterId, { allowDraining: true });
         return true;
       } catch (err) {
         if (
@@ -484,7 +485,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       });
       const asOf = int(s.as_of_unix_ms, 'offload_sync.as_of_unix_ms');
       try {
-        await core.assertPeered(this.clusterId, donor);
+        await core.assertPeered(this.clusterId, donor, { allowDraining: true });
       } catch (err) {
         if (isSpillwayError(err, ErrorCode.NO_PEERING)) {
           this.log.warn({ donor }, 'offload_sync dropped: not peered with that donor');
@@ -629,11 +630,15 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     return r;
   }
 
-  /** Caller must be the pod's origin, and peered with the donor. */
+  /**
+   * Caller must be the pod's origin, and peered with the donor. A draining peering allows
+   * everything but creating pods, so the pods it still runs can be watched and deleted.
+   */
   async function authorizePod(
     caller: string,
     donorField: unknown,
     podField: unknown,
+    allowDraining = true,
   ): Promise<{ donor: string; pod: ReturnType<typeof podRefFromProto> | undefined }> {
     const donor = clusterIdField(donorField, 'donor_cluster');
     const pod =
@@ -647,7 +652,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
         { field: 'pod.origin_cluster' },
       );
     }
-    await core.assertPeered(caller, donor);
+    await core.assertPeered(caller, donor, { allowDraining });
     return { donor, pod };
   }
 
@@ -700,7 +705,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       true,
       async (req, peer) => {
         const caller = peer!.clusterId;
-        const { donor } = await authorizePod(caller, req.donor_cluster, req.pod ?? null);
+        const { donor } = await authorizePod(caller, req.donor_cluster, req.pod ?? null, false);
         str(req.reservation_id, 'reservation_id', { max: 128 });
         if (req.node_name) dnsName(req.node_name, 'node_name');
         const podJson = str(req.pod_json, 'pod_json', { required: true, max: MAX_MESSAGE_BYTES });
