@@ -46,6 +46,7 @@ import { waitFor } from './wait.js';
 import { virtualNodeName } from '@spillway/common';
 
 const LIVE_STATES = 'open,bound';
+const FORCE_MIN_WAIT_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------
 // broker init
@@ -120,6 +121,9 @@ export interface JoinFlags {
   rejoin?: boolean;
   timeout: number;
   logLevel: string;
+  /** Extra flags for the --local agent / shim, e.g. --virtual-node-flag=--grace-period=2s. */
+  agentFlag?: string[];
+  virtualNodeFlag?: string[];
   output: OutputFormat;
 }
 
@@ -240,6 +244,7 @@ async function startLocalParts(
       f.namespace,
       '--log-level',
       f.logLevel,
+      ...(f.agentFlag ?? []),
     ],
   });
   progress.update(`waiting for the agent of ${cluster} (pid ${agent.pid}) to connect`);
@@ -279,11 +284,16 @@ async function startLocalParts(
       ...kubeArgs,
       '--namespace',
       f.namespace,
-      // Several local shims may share this host: let each pick its own kubelet port.
+      // The API server runs on this host too; several local shims each pick a free port.
+      '--node-address',
+      '127.0.0.1',
+      '--kubelet-bind-address',
+      '127.0.0.1',
       '--kubelet-port',
       '0',
       '--log-level',
       f.logLevel,
+      ...(f.virtualNodeFlag ?? []),
     ],
   });
   progress.update(`waiting for the virtual-node shim of ${cluster} (pid ${shim.pid}) to connect`);
@@ -719,7 +729,8 @@ export async function cmdUnpeer(
         return live.length === 0 ? true : undefined;
       },
       {
-        timeoutMs: f.timeout,
+        // A short --timeout is for the drain; deleting a namespace takes its own while.
+        timeoutMs: Math.max(f.timeout, FORCE_MIN_WAIT_MS),
         intervalMs: 1000,
         what: `${donor} to delete the remote pods of ${origin}`,
         signal: ctx.io.interrupted,

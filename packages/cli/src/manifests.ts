@@ -155,9 +155,7 @@ export interface HelmCommandInput {
 /** The Helm command that installs the agent (and shim) using what `join` put in place. */
 export function helmCommand(input: HelmCommandInput): string {
   const parts = [
-    'helm upgrade --install',
-    `spillway-${input.clusterId}`,
-    'charts/spillway',
+    `helm upgrade --install spillway-${input.clusterId} charts/spillway`,
     `--namespace ${input.namespace}`,
     ...(input.kubeconfig ? [`--kubeconfig ${input.kubeconfig}`] : []),
     ...(input.context ? [`--kube-context ${input.context}`] : []),

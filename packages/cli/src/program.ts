@@ -196,6 +196,16 @@ export function buildProgram(io: CliIO): Command {
     )
     .option('--rejoin', "delete the cluster's existing broker identity so the agent joins anew")
     .option('--log-level <level>', 'log level of --local processes', 'info')
+    .option(
+      '--agent-flag <flag>',
+      'with --local: extra flag for the agent, e.g. --agent-flag=--reserved-gpus-per-node=1 (repeatable)',
+      collect,
+    )
+    .option(
+      '--virtual-node-flag <flag>',
+      'with --local: extra flag for the shim, e.g. --virtual-node-flag=--grace-period=2s (repeatable)',
+      collect,
+    )
     .addOption(timeoutOption('2m', 'with --local: how long to wait for the parts to connect'))
     .addOption(outputOption())
     .addHelpText(
@@ -249,7 +259,12 @@ export function buildProgram(io: CliIO): Command {
       '--force',
       'remove now: the donor deletes the tenant namespace with its pods (after --drain: if the drain times out)',
     )
-    .addOption(timeoutOption('5m', 'how long to wait for the drain or the deletion'))
+    .addOption(
+      timeoutOption(
+        '5m',
+        'how long to wait for the drain, and for the deletion after --force (at least 1m)',
+      ),
+    )
     .addOption(outputOption())
     .addHelpText(
       'after',
