@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,40 +29,76 @@ export const BUILD_SCRIPT = join(
   'build-binaries.sh',
 );
 
-function runScript(args: string[], stdio: 'pipe' | 'inherit-stderr'): string {
-  const result = spawnSync('bash', [BUILD_SCRIPT, ...args], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', stdio === 'pipe' ? 'pipe' : 'inherit'],
-  });
-  if (result.error) {
-    throw new TestbedError(
-      'TESTBED_BUILD_FAILED',
-      `cannot run ${BUILD_SCRIPT}: ${result.error.message}`,
-    );
-  }
-  if (result.status !== 0) {
-    const lines = `${result.stderr ?? ''}`.trim().split('\n');
-    const reason = lines.reverse().find((l) => l.startsWith('testbed: ')) ?? lines[0] ?? '';
-    const missingGo = reason.includes('Go 1.22+ is required');
-    throw new TestbedError(
-      missingGo ? 'TESTBED_GO_MISSING' : 'TESTBED_BUILD_FAILED',
-      missingGo || reason
-        ? reason.replace(/^testbed: /, 'test bed: ')
-        : `test bed: ${BUILD_SCRIPT} failed with exit code ${result.status}`,
-    );
-  }
-  const dir = result.stdout.trim().split('\n').pop() ?? '';
+function lastReason(stderr: string): string | undefined {
+  const lines = stderr.trim().split('\n');
+  const last = lines[lines.length - 1];
+  // build-binaries.sh reports what stopped it on its last line, "testbed: ...".
+  return last?.startsWith('testbed: ') ? last.replace(/^testbed: /, 'test bed: ') : undefined;
+}
+
+function scriptError(status: number | null, stderr: string, shown: boolean): TestbedError {
+  const reason = lastReason(stderr);
+  const code = reason?.includes('Go 1.22+ is required')
+    ? 'TESTBED_GO_MISSING'
+    : 'TESTBED_BUILD_FAILED';
+  const where = shown ? '; its output is above' : '';
+  return new TestbedError(
+    code,
+    reason ?? `test bed: ${BUILD_SCRIPT} failed with exit code ${status ?? 'none'}${where}`,
+    { reported: shown && reason !== undefined },
+  );
+}
+
+function binDirFrom(stdout: string): string {
+  const dir = stdout.trim().split('\n').pop() ?? '';
   if (!dir)
     throw new TestbedError('TESTBED_BUILD_FAILED', `${BUILD_SCRIPT} printed no bin directory`);
   return dir;
 }
 
 /**
- * Builds the binaries if the cache lacks them (seconds when cached, many
- * minutes cold), with the build's progress on stderr; returns the bin directory.
+ * Builds the binaries if the cache lacks them (milliseconds when cached, many
+ * minutes cold), showing the build's progress on stderr; resolves with the bin
+ * directory. A failure is a TestbedError whose message is the build's last word.
  */
-export function buildBinaries(): string {
-  return runScript([], 'inherit-stderr');
+export function buildBinaries(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      process.stderr.write(d);
+    });
+    child.once('error', (err) =>
+      reject(
+        new TestbedError('TESTBED_BUILD_FAILED', `cannot run ${BUILD_SCRIPT}: ${err.message}`),
+      ),
+    );
+    child.once('close', (status) => {
+      if (status !== 0) reject(scriptError(status, stderr, true));
+      else {
+        try {
+          resolve(binDirFrom(stdout));
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      }
+    });
+  });
+}
+
+function printDir(): string {
+  const result = spawnSync('bash', [BUILD_SCRIPT, '--print-dir'], { encoding: 'utf8' });
+  if (result.error) {
+    throw new TestbedError(
+      'TESTBED_BUILD_FAILED',
+      `cannot run ${BUILD_SCRIPT}: ${result.error.message}`,
+    );
+  }
+  if (result.status !== 0) throw scriptError(result.status, result.stderr, false);
+  return binDirFrom(result.stdout);
 }
 
 /**
@@ -70,7 +106,7 @@ export function buildBinaries(): string {
  * or the cache directory build-binaries.sh uses. Throws one clear line if any is missing.
  */
 export function findBinaries(dir?: string): Binaries {
-  const binDir = dir ?? process.env[BIN_DIR_ENV] ?? runScript(['--print-dir'], 'pipe');
+  const binDir = dir ?? process.env[BIN_DIR_ENV] ?? printDir();
   const paths = { dir: binDir } as Binaries;
   const missing: string[] = [];
   for (const name of BINARIES) {

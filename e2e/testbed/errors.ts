@@ -10,11 +10,14 @@ export type TestbedErrorCode =
 /** An error whose message is one line telling what went wrong and what to do. */
 export class TestbedError extends Error {
   override readonly name = 'TestbedError';
+  /** True when the message has already been shown to the user (by the build script). */
+  readonly reported: boolean;
   constructor(
     readonly code: TestbedErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; reported?: boolean },
   ) {
-    super(message, options);
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.reported = options?.reported ?? false;
   }
 }

@@ -6,14 +6,14 @@ import { TestbedError } from './errors.js';
  * their directory to the test files. Missing Go fails the run with one line;
  * nothing is skipped.
  */
-export default function setup(): void {
+export default async function setup(): Promise<void> {
   const started = Date.now();
   try {
-    process.env[BIN_DIR_ENV] = buildBinaries();
+    process.env[BIN_DIR_ENV] = await buildBinaries();
   } catch (err) {
     if (err instanceof TestbedError) {
-      // One line saying what to do, not a stack trace.
-      process.stderr.write(`\n${err.message}\n\n`);
+      // One line saying what to do, not a stack trace (nor the same line twice).
+      if (!err.reported) process.stderr.write(`${err.message}\n`);
       process.exit(1);
     }
     throw err;
