@@ -1,8 +1,15 @@
-import type { V1Job, V1Pod } from '@kubernetes/client-node';
-import { ANNOTATION_DONOR, ANNOTATION_REMOTE_POD } from '@spillway/common';
+import {
+  AppsV1Api,
+  type V1Deployment,
+  type V1Job,
+  type V1Node,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { ANNOTATION_DONOR, ANNOTATION_REMOTE_POD, MERGE_PATCH } from '@spillway/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuNode, gpuNode, podOutcome } from '../testbed/index.js';
 import {
+  LOG_LINES,
   WORK_NAMESPACE,
   eventsOf,
   gpuPodSpec,
@@ -19,6 +26,7 @@ import {
 const H100 = 'NVIDIA-H100-80GB-HBM3';
 
 let bed: SpillwayBed;
+const apps = (): AppsV1Api => bed.origin.kubeConfig.makeApiClient(AppsV1Api);
 
 beforeAll(async () => {
   const t0 = Date.now();
@@ -194,5 +202,195 @@ describe('transparent offloading', () => {
       ].filter((p) => p.metadata?.labels?.app === 'burst');
       return origin.length === 0 && remote.length === 0 ? true : undefined;
     });
+  });
+
+  it('replaces the pods of a donor whose agent dies, and removes their copies there when it returns', async () => {
+    const node = (name: string): Promise<V1Node> => bed.origin.core.readNode({ name });
+    const ready = (n: V1Node): string | undefined =>
+      n.status?.conditions?.find((c) => c.type === 'Ready')?.status;
+    // Only donor-a takes new pods for now: donor-b is cordoned, and its virtual node follows.
+    await bed.broker.core.patchCluster('donor-b', { cordoned: true });
+    await waitFor('spillway-donor-b cordoned', async () =>
+      (await node('spillway-donor-b')).spec?.unschedulable ? true : undefined,
+    );
+    const deployment: V1Deployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'serve', namespace: WORK_NAMESPACE },
+      spec: {
+        replicas: 3,
+        selector: { matchLabels: { app: 'serve' } },
+        template: {
+          metadata: { labels: { app: 'serve' }, annotations: podOutcome('run') },
+          spec: { ...gpuPodSpec(1), restartPolicy: 'Always' },
+        },
+      },
+    };
+    await apps().createNamespacedDeployment({ namespace: WORK_NAMESPACE, body: deployment });
+    const serving = async (nodeName: string): Promise<V1Pod[]> =>
+      (await podsIn(bed.origin, WORK_NAMESPACE, 'app=serve')).filter(
+        (p) =>
+          p.spec?.nodeName === nodeName &&
+          p.status?.phase === 'Running' &&
+          !p.metadata?.deletionTimestamp,
+      );
+    const first = await waitFor('3 serve pods Running on spillway-donor-a', async () => {
+      const pods = await serving('spillway-donor-a');
+      return pods.length === 3 ? pods : undefined;
+    });
+    await bed.broker.core.patchCluster('donor-b', { cordoned: false });
+    await waitFor('spillway-donor-b schedulable again', async () =>
+      (await node('spillway-donor-b')).spec?.unschedulable ? undefined : true,
+    );
+
+    const t0 = Date.now();
+    await bed.stopAgent('donor-a');
+    await waitFor('spillway-donor-a NotReady', async () =>
+      ready(await node('spillway-donor-a')) === 'False' ? true : undefined,
+    );
+    console.log(`spillway-donor-a NotReady ${seconds(t0)} after its agent stopped`);
+    const replaced = await waitFor(
+      '3 replacement serve pods Running on spillway-donor-b',
+      async () => {
+        const pods = await serving('spillway-donor-b');
+        return pods.length === 3 ? pods : undefined;
+      },
+      90_000,
+    );
+    console.log(`pods replaced on donor-b ${seconds(t0)} after donor-a's agent stopped`);
+    const firstUids = new Set(first.map((p) => p.metadata!.uid!));
+    expect(replaced.some((p) => firstUids.has(p.metadata!.uid!))).toBe(false);
+    const origin = await podsIn(bed.origin, WORK_NAMESPACE, 'app=serve');
+    expect(origin.filter((p) => firstUids.has(p.metadata!.uid!))).toHaveLength(0);
+    // Nothing could reach donor-a meanwhile: the evicted pods' copies still run there.
+    const stranded = (await remotePods(bed.donors['donor-a']!)).filter(
+      (p) => p.metadata?.labels?.app === 'serve' && !p.metadata.deletionTimestamp,
+    );
+    expect(stranded).toHaveLength(3);
+
+    const t1 = Date.now();
+    await bed.startAgent('donor-a');
+    await waitFor('spillway-donor-a Ready again', async () =>
+      ready(await node('spillway-donor-a')) === 'True' ? true : undefined,
+    );
+    await waitFor('the orphaned copies removed from donor-a', async () => {
+      const left = (await remotePods(bed.donors['donor-a']!)).filter(
+        (p) => p.metadata?.labels?.app === 'serve',
+      );
+      return left.length === 0 ? true : undefined;
+    });
+    console.log(`orphans on donor-a removed ${seconds(t1)} after its agent came back`);
+    const onB = (await remotePods(bed.donors['donor-b']!)).filter(
+      (p) => p.metadata?.labels?.app === 'serve' && p.status?.phase === 'Running',
+    );
+    expect(onB).toHaveLength(3);
+  });
+
+  it('rebuilds its state after a restart and changes nothing remote', async () => {
+    const snapshot = async (): Promise<string[]> => {
+      const remote = [
+        ...(await remotePods(bed.donors['donor-a']!)),
+        ...(await remotePods(bed.donors['donor-b']!)),
+      ].map(
+        (p) =>
+          `remote ${p.metadata!.namespace!}/${p.metadata!.name!} ${p.metadata!.uid!} ${p.status?.phase ?? ''}`,
+      );
+      const origin = (await podsIn(bed.origin, WORK_NAMESPACE)).map(
+        (p) =>
+          `origin ${p.metadata!.name!} ${p.metadata!.uid!} ${p.spec?.nodeName ?? ''} ${p.status?.phase ?? ''}`,
+      );
+      return [...remote, ...origin].sort();
+    };
+    const before = await snapshot();
+    expect(before.filter((l) => l.startsWith('remote ') && l.includes('Running'))).toHaveLength(3);
+    const t0 = Date.now();
+    const shim = await bed.restartShim();
+    // The new instance re-posts each node with its own kubelet port once it has the donors.
+    for (const name of ['spillway-donor-a', 'spillway-donor-b']) {
+      await waitFor(`${name} re-posted by the restarted shim`, async () => {
+        const n = await bed.origin.core.readNode({ name });
+        return n.status?.daemonEndpoints?.kubeletEndpoint?.Port === shim.kubeletPort
+          ? true
+          : undefined;
+      });
+    }
+    console.log(`restarted shim took over in ${seconds(t0)}`);
+    await new Promise((r) => setTimeout(r, 5_000));
+    expect(await snapshot()).toEqual(before);
+
+    // And it still acts on what it rebuilt: a replica scaled away is deleted remotely.
+    await apps().patchNamespacedDeploymentScale(
+      { name: 'serve', namespace: WORK_NAMESPACE, body: { spec: { replicas: 2 } } },
+      MERGE_PATCH,
+    );
+    await waitFor('2 serve pods left here and on donor-b', async () => {
+      const origin = await podsIn(bed.origin, WORK_NAMESPACE, 'app=serve');
+      const remote = (await remotePods(bed.donors['donor-b']!)).filter(
+        (p) => p.metadata?.labels?.app === 'serve',
+      );
+      return origin.length === 2 && remote.length === 2 ? true : undefined;
+    });
+  });
+
+  it('serves kubectl logs of an offloaded pod from its donor', async () => {
+    const [pod] = (await podsIn(bed.origin, WORK_NAMESPACE, 'app=serve')).filter(
+      (p) => p.status?.phase === 'Running',
+    );
+    expect(pod?.spec?.nodeName).toBe('spillway-donor-b');
+    const name = pod!.metadata!.name!;
+    const all = await bed.origin.kubectl(
+      'logs',
+      '--request-timeout=30s',
+      '-n',
+      WORK_NAMESPACE,
+      name,
+    );
+    expect(all.trimEnd().split('\n')).toEqual(LOG_LINES);
+    const tail = await bed.origin.kubectl(
+      'logs',
+      '-n',
+      WORK_NAMESPACE,
+      name,
+      '-c',
+      'train',
+      '--tail=1',
+    );
+    expect(tail.trimEnd()).toBe(LOG_LINES[2]);
+    await expect(
+      bed.origin.kubectl('exec', '--request-timeout=30s', '-n', WORK_NAMESPACE, name, '--', 'true'),
+    ).rejects.toThrow(/not supported on Spillway virtual nodes/);
+  });
+
+  it('lets a local GPU node with free GPUs win over offloading', async () => {
+    await bed.origin.addNodes([gpuNode('origin-gpu-0', 2, 'L4')]);
+    const names = ['local-0', 'local-1', 'local-2'];
+    for (const name of names) {
+      await bed.origin.core.createNamespacedPod({
+        namespace: WORK_NAMESPACE,
+        body: {
+          metadata: { name, labels: { app: 'local' }, annotations: podOutcome('run') },
+          spec: gpuPodSpec(1),
+        },
+      });
+    }
+    const pods = await waitFor('3 local-* pods Running', async () => {
+      const list = await podsIn(bed.origin, WORK_NAMESPACE, 'app=local');
+      return list.filter((p) => p.status?.phase === 'Running').length === 3 ? list : undefined;
+    });
+    // Well past the grace period: what runs locally stays local.
+    await new Promise((r) => setTimeout(r, bed.shimConfig.gracePeriod + 2_000));
+    const now = await podsIn(bed.origin, WORK_NAMESPACE, 'app=local');
+    const local = now.filter((p) => p.spec?.nodeName === 'origin-gpu-0');
+    const away = now.filter((p) => p.spec?.nodeName?.startsWith('spillway-'));
+    expect(local).toHaveLength(2);
+    expect(away).toHaveLength(1);
+    for (const p of local) {
+      expect(pods.find((q) => q.metadata?.uid === p.metadata?.uid)?.spec?.nodeName).toBe(
+        'origin-gpu-0',
+      );
+      expect(p.metadata?.annotations?.[ANNOTATION_DONOR]).toBeUndefined();
+      expect((await eventsOf(bed.origin, p)).map((e) => e.reason)).not.toContain('Offloaded');
+    }
+    expect(away[0]?.metadata?.annotations?.[ANNOTATION_DONOR]).toMatch(/^donor-[ab]$/);
   });
 });

@@ -22,6 +22,8 @@ import {
 /** Event reasons on pods the binder could not (yet) offload. */
 export const REASON_NOT_OFFLOADED = 'NotOffloaded';
 export const REASON_CANNOT_OFFLOAD = 'CannotOffload';
+/** How long a pod we bound is trusted to be bound while the cache still shows it unbound. */
+const BOUND_MEMORY_MS = 30_000;
 
 function lendsMore(c: DonorChange): boolean {
   if (!c.after) return false;
@@ -42,6 +44,8 @@ export class OverflowBinder {
   /** Pods no donor could take, by key → attempts; retried with back-off and on new capacity. */
   private readonly waiting = new Map<string, number>();
   private workers: Promise<void> | undefined;
+  /** Pods this binder bound, by uid → when: the cache may show them unbound a moment longer. */
+  private readonly bound = new Map<string, number>();
 
   constructor(private readonly ctx: ShimContext) {
     this.log = ctx.logger.child({ controller: 'overflow-binder' });
@@ -52,11 +56,17 @@ export class OverflowBinder {
     const { ctx } = this;
     const onPod = (p: V1Pod): void => {
       if (!p.spec?.nodeName && !p.metadata?.deletionTimestamp) this.queue.add(podKey(p));
-      else this.waiting.delete(podKey(p));
+      else {
+        this.waiting.delete(podKey(p));
+        this.bound.delete(p.metadata?.uid ?? '');
+      }
     };
     ctx.pods.informer.on('add', onPod);
     ctx.pods.informer.on('update', onPod);
-    ctx.pods.informer.on('delete', (p) => this.waiting.delete(podKey(p)));
+    ctx.pods.informer.on('delete', (p) => {
+      this.waiting.delete(podKey(p));
+      this.bound.delete(p.metadata?.uid ?? '');
+    });
     const onNamespace = (ns: V1Namespace): void => {
       const name = ns.metadata?.name;
       for (const p of ctx.pods.informer.list(name))
@@ -99,6 +109,15 @@ export class OverflowBinder {
     if (!c.candidate) {
       this.waiting.delete(key);
       return;
+    }
+    const boundAt = this.bound.get(pod.metadata?.uid ?? '');
+    if (boundAt !== undefined) {
+      if (Date.now() - boundAt < BOUND_MEMORY_MS) {
+        // Our binding is not in the cache yet; the update that brings it ends this pod here.
+        this.queue.addAfter(key, 1_000);
+        return;
+      }
+      this.bound.delete(pod.metadata!.uid!);
     }
     const waited = Date.now() - c.unschedulableSince;
     if (waited < ctx.config.gracePeriod) {
@@ -162,10 +181,16 @@ export class OverflowBinder {
       this.queue.addAfter(key, 1_000);
       return;
     }
-    // The scheduler may have won since the cache was read: look again before binding.
+    // The scheduler may have won since the cache was read: look again before binding. A pod
+    // already on this very node is ours (the reservation came back because Place is
+    // idempotent per pod): its reservation must stay.
     const latest = ctx.pods.informer.get(name, namespace);
-    if (!latest || latest.spec?.nodeName || latest.metadata?.uid !== pod.metadata?.uid) {
-      await release('the pod was bound or removed before it could be offloaded');
+    if (!latest || latest.metadata?.uid !== pod.metadata?.uid) {
+      await release('the pod was removed before it could be offloaded');
+      return;
+    }
+    if (latest.spec?.nodeName) {
+      if (latest.spec.nodeName !== nodeName) await release('the scheduler bound the pod first');
       return;
     }
     try {
@@ -176,17 +201,21 @@ export class OverflowBinder {
       });
     } catch (err) {
       const status = apiStatus(err);
-      await release(`binding failed: ${apiMessage(err)}`);
-      if (status === 409 || status === 404) {
-        this.log.info(
-          { pod: key, err: apiMessage(err) },
-          'pod was bound elsewhere or removed first',
-        );
-        this.waiting.delete(key);
+      if (status !== 409 && status !== 404) {
+        await release(`binding failed: ${apiMessage(err)}`);
+        throw err;
+      }
+      const fresh = await ctx.core.readNamespacedPod({ name, namespace }).catch(() => undefined);
+      if (fresh?.metadata?.uid === pod.metadata?.uid && fresh?.spec?.nodeName === nodeName) {
+        this.bound.set(pod.metadata!.uid!, Date.now());
         return;
       }
-      throw err;
+      await release(`binding failed: ${apiMessage(err)}`);
+      this.log.info({ pod: key, err: apiMessage(err) }, 'pod was bound elsewhere or removed first');
+      this.waiting.delete(key);
+      return;
     }
+    this.bound.set(pod.metadata!.uid!, Date.now());
     this.waiting.delete(key);
     this.log.info(
       {
