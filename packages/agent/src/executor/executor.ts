@@ -444,22 +444,18 @@ export class Executor {
           cb();
         },
       });
+      // client-node never calls a done callback: the log has ended when the sink finishes.
+      sink.once('finish', () => resolve());
+      sink.once('error', reject);
       this.logs
-        .log(
-          ns,
-          pod.metadata!.name!,
-          container,
-          sink,
-          (err: unknown) => (err ? reject(toKubeAwareError(err)) : resolve()),
-          {
-            follow: req.follow,
-            previous: req.previous,
-            timestamps: req.timestamps,
-            ...(tail > 0 ? { tailLines: tail } : {}),
-            ...(since > 0 ? { sinceSeconds: since } : {}),
-          },
-        )
-        .catch(reject);
+        .log(ns, pod.metadata!.name!, container, sink, {
+          follow: req.follow,
+          previous: req.previous,
+          timestamps: req.timestamps,
+          ...(tail > 0 ? { tailLines: tail } : {}),
+          ...(since > 0 ? { sinceSeconds: since } : {}),
+        })
+        .catch((err: unknown) => reject(toKubeAwareError(err)));
     });
     send({ request_id: requestId, eof: true });
   }
