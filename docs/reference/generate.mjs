@@ -20,7 +20,13 @@ async function openApiDocument() {
   const { silentLogger } = await import('@spillway/common');
   const dir = mkdtempSync(join(tmpdir(), 'spillway-docs-'));
   const broker = await startBroker(
-    brokerConfig({ dataDir: dir, grpcHost: '127.0.0.1', grpcPort: 0, httpHost: '127.0.0.1', httpPort: 0 }),
+    brokerConfig({
+      dataDir: dir,
+      grpcHost: '127.0.0.1',
+      grpcPort: 0,
+      httpHost: '127.0.0.1',
+      httpPort: 0,
+    }),
     silentLogger(),
   );
   try {
@@ -43,7 +49,9 @@ function schemaSummary(schema, doc, depth = 0) {
     const req = new Set(schema.required ?? []);
     return Object.entries(schema.properties)
       .map(([k, v]) => {
-        const type = v.enum ? v.enum.map((e) => `\`${e}\``).join(' \\| ') : (v.type ?? (v.$ref ? 'object' : 'any'));
+        const type = v.enum
+          ? v.enum.map((e) => `\`${e}\``).join(' \\| ')
+          : (v.type ?? (v.$ref ? 'object' : 'any'));
         const desc = v.description ? ` — ${v.description}` : '';
         return `${'  '.repeat(depth)}- \`${k}\`${req.has(k) ? ' (required)' : ''}: ${Array.isArray(type) ? type.join(' \\| ') : type}${desc}`;
       })
@@ -53,7 +61,10 @@ function schemaSummary(schema, doc, depth = 0) {
 }
 
 function restMarkdown(doc) {
-  const out = [HEADER('the broker\'s OpenAPI document (GET /docs/json)'), '# REST API reference\n\n'];
+  const out = [
+    HEADER("the broker's OpenAPI document (GET /docs/json)"),
+    '# REST API reference\n\n',
+  ];
   out.push(
     `${doc.info?.title ?? 'Spillway broker'} ${doc.info?.version ?? ''}. Served by the broker on its HTTP port (8080 by default). ` +
       'Routes under `/api/v1` need `Authorization: Bearer <token>` (or an admin client certificate with `--http-tls`); ' +
@@ -77,13 +88,18 @@ function restMarkdown(doc) {
     for (const { path, method, op } of list) {
       out.push(`### \`${method.toUpperCase()} ${path}\`\n\n`);
       if (op.summary) out.push(`${op.summary}.\n\n`);
-      const auth = Array.isArray(op.security) && op.security.length === 0 ? 'none' : 'bearer token or admin certificate';
+      const auth =
+        Array.isArray(op.security) && op.security.length === 0
+          ? 'none'
+          : 'bearer token or admin certificate';
       out.push(`Authentication: ${auth}.\n\n`);
       const params = (op.parameters ?? []).filter((p) => p.in !== 'header');
       if (params.length > 0) {
         out.push('Parameters:\n\n');
         for (const p of params)
-          out.push(`- \`${p.name}\` (${p.in}${p.required ? ', required' : ''})${p.description ? `: ${p.description}` : ''}\n`);
+          out.push(
+            `- \`${p.name}\` (${p.in}${p.required ? ', required' : ''})${p.description ? `: ${p.description}` : ''}\n`,
+          );
         out.push('\n');
       }
       const body = op.requestBody?.content?.['application/json']?.schema;
@@ -92,17 +108,24 @@ function restMarkdown(doc) {
       if (codes.length > 0) out.push(`Responses: ${codes.map((c) => `\`${c}\``).join(', ')}.\n\n`);
     }
   }
-  return out.join('').replace(/\n{3,}/g, '\n\n').trimEnd() + '\n';
+  return (
+    out
+      .join('')
+      .replace(/\n{3,}/g, '\n\n')
+      .trimEnd() + '\n'
+  );
 }
 
 /** A small reader for our own .proto files: services, rpcs, messages, enums and their comments. */
 function grpcMarkdown() {
   const dir = join(root, 'proto', 'spillway', 'v1');
-  const files = readdirSync(dir).filter((f) => f.endsWith('.proto')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.proto'))
+    .sort();
   const out = [HEADER('proto/spillway/v1/*.proto'), '# gRPC API reference\n\n'];
   out.push(
     'Package `spillway.v1`, served by the broker on its gRPC port (7443 by default) over mTLS only: ' +
-      'every call but `Join` needs a client certificate issued by the broker\'s CA, and the identity in it ' +
+      "every call but `Join` needs a client certificate issued by the broker's CA, and the identity in it " +
       'authorizes the call.\n\n',
   );
   for (const f of files) {
@@ -120,7 +143,10 @@ function grpcMarkdown() {
         out.push(`### ${block.kind} \`${block.name}\`\n\n${block.doc ? `${block.doc}\n\n` : ''}`);
         if (block.fields.length > 0) {
           out.push('| Field | Type | Number | Description |\n|---|---|---|---|\n');
-          for (const x of block.fields) out.push(`| \`${x.name}\` | \`${x.type}\` | ${x.num} | ${x.doc.replace(/\|/g, '\\|')} |\n`);
+          for (const x of block.fields)
+            out.push(
+              `| \`${x.name}\` | \`${x.type}\` | ${x.num} | ${x.doc.replace(/\|/g, '\\|')} |\n`,
+            );
         }
       }
       out.push('\n');
@@ -173,7 +199,12 @@ function grpcMarkdown() {
     }
     flush();
   }
-  return out.join('').replace(/\n{3,}/g, '\n\n').trimEnd() + '\n';
+  return (
+    out
+      .join('')
+      .replace(/\n{3,}/g, '\n\n')
+      .trimEnd() + '\n'
+  );
 }
 
 const targets = [
