@@ -395,15 +395,23 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       const remoteName = s.remote_name ? dnsName(s.remote_name, 'pod_status.remote_name') : '';
       const nodeName = s.node_name ? dnsName(s.node_name, 'pod_status.node_name') : '';
       const observed = int(s.observed_unix_ms, 'pod_status.observed_unix_ms');
-      if (!(await this.peeredWith(pod.originCluster, 'pod_status'))) return;
-      await core.podStatus(this.clusterId, {
+      const report = {
         pod,
         remoteNamespace,
         remoteName,
         nodeName,
         phase,
         deleted: s.deleted === true,
-      });
+      };
+      if (!(await this.peeredWith(pod.originCluster, 'pod_status'))) {
+        // A removed peering's pods are deleted by the donor afterwards: their end must still
+        // close the reservation, or its GPUs stay counted. core checks this donor held it.
+        if (report.deleted || phase === 'Succeeded' || phase === 'Failed') {
+          await core.podStatus(this.clusterId, report);
+        }
+        return;
+      }
+      await core.podStatus(this.clusterId, report);
       const delivered = await router.send(pod.originCluster, 'virtual-node', {
         pod_status: {
           pod: s.pod,
