@@ -14,7 +14,13 @@ export function toServiceError(err: unknown): Partial<grpc.StatusObject> & { cod
   const p = toGrpcError(err);
   const metadata = new grpc.Metadata();
   metadata.set(GRPC_CODE_METADATA_KEY, p.spillwayCode);
-  if (p.field !== undefined) metadata.set(GRPC_FIELD_METADATA_KEY, p.field);
+  // A field can name a key the client sent, and metadata values must be printable ASCII:
+  // grpc-js throws on anything else, and the status would never be sent.
+  if (p.field !== undefined)
+    metadata.set(
+      GRPC_FIELD_METADATA_KEY,
+      p.field.replace(/[^ -~]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`),
+    );
   return { code: p.code, details: p.details, metadata };
 }
 

@@ -520,7 +520,16 @@ describe('gRPC under hostile input', () => {
             }
           },
         ),
-        { numRuns: RUNS },
+        {
+          numRuns: RUNS,
+          // Found by the full run: a key that is not printable ASCII in the field name.
+          examples: [
+            [
+              'COMPONENT_AGENT',
+              { capacity: { nodes: [{ name: 'n', labels: { '\u0000': 'a'.repeat(100) } }] } },
+            ],
+          ],
+        },
       );
       // Both outcomes were exercised, so neither branch is vacuous.
       expect(refused).toBeGreaterThan(0);

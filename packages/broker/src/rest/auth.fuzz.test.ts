@@ -95,8 +95,11 @@ describe('REST token comparison', () => {
           expect((x as Buffer).length).toBe(32);
           expect((y as Buffer).length).toBe(32);
         }
-        const idMatches = token.startsWith(`${stored.record.id}.`);
-        if (idMatches && token !== ADMIN && token !== VIEWER) expect(calls.length).toBe(3);
+        // A stored token's secret is compared when its id names a record and it parses.
+        const secret = token.startsWith(`${stored.record.id}.`)
+          ? token.slice(stored.record.id.length + 1)
+          : '';
+        if (secret.length > 0 && secret.length <= 512) expect(calls.length).toBe(3);
       }),
       { numRuns: RUNS },
     );
