@@ -87,10 +87,12 @@ function writeNew(path: string, content: string, mode: number): void {
 
 function warnIfOpen(path: string, logger: Logger): void {
   const mode = statSync(path).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
+  // Group read is how Kubernetes gives a non-root pod its mounted Secret (fsGroup), so
+  // only access for "others" is worth a warning.
+  if ((mode & 0o007) !== 0) {
     logger.warn(
       { path, mode: mode.toString(8) },
-      'private key is readable by others; chmod 600 it',
+      'private key is readable by other users; chmod 600 (or 640 with a dedicated group) it',
     );
   }
 }
