@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { request } from 'node:https';
 import {
   AppsV1Api,
   type V1Deployment,
@@ -26,6 +28,27 @@ import {
 const H100 = 'NVIDIA-H100-80GB-HBM3';
 
 let bed: SpillwayBed;
+
+/** GET on the shim's kubelet port over TLS, optionally with a client certificate. */
+function kubeletGet(
+  port: number,
+  path: string,
+  client: { cert?: string; key?: string },
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port, path, method: 'GET', rejectUnauthorized: false, ...client },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
 const apps = (): AppsV1Api => bed.origin.kubeConfig.makeApiClient(AppsV1Api);
 
 beforeAll(async () => {
@@ -348,6 +371,7 @@ describe('transparent offloading', () => {
     expect(all.trimEnd().split('\n')).toEqual(LOG_LINES);
     const tail = await bed.origin.kubectl(
       'logs',
+      '--request-timeout=30s',
       '-n',
       WORK_NAMESPACE,
       name,
@@ -356,9 +380,21 @@ describe('transparent offloading', () => {
       '--tail=1',
     );
     expect(tail.trimEnd()).toBe(LOG_LINES[2]);
-    await expect(
-      bed.origin.kubectl('exec', '--request-timeout=30s', '-n', WORK_NAMESPACE, name, '--', 'true'),
-    ).rejects.toThrow(/not supported on Spillway virtual nodes/);
+    // The endpoint the API server dials: only for the cluster's kubelet client, and it says
+    // plainly what a virtual node cannot do.
+    const pki = bed.origin.pki;
+    const [cert, key] = await Promise.all([
+      readFile(pki.kubeletClientCertFile, 'utf8'),
+      readFile(pki.kubeletClientKeyFile, 'utf8'),
+    ]);
+    const exec = await kubeletGet(
+      bed.shim.kubeletPort,
+      `/exec/${WORK_NAMESPACE}/${name}/train?command=true`,
+      { cert, key },
+    );
+    expect(exec.status).toBe(501);
+    expect(exec.body).toMatch(/exec is not supported on Spillway virtual nodes/);
+    await expect(kubeletGet(bed.shim.kubeletPort, '/healthz', {})).rejects.toThrow();
   });
 
   it('lets a local GPU node with free GPUs win over offloading', async () => {
