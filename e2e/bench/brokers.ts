@@ -1,0 +1,231 @@
+// Benchmarks 4 and 5 on real broker processes: scale (agents connected, capacity queries)
+// and placement (SQLite bin-pack and spread, Redis with one and three replicas).
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startBrokerProcess, type BrokerOptions, type BrokerProcess } from './lib/broker.js';
+import { startFleet, waitAllReady, type Fleet } from './lib/fleet.js';
+import { joinOrigin, type Origin } from './lib/origin.js';
+import { releaseAll, runPlacement, type PlacementRun } from './placement.js';
+import { runScale, type ScaleRun } from './scale.js';
+
+const exec = promisify(execFile);
+
+export interface BrokerBenchSizes {
+  donors: number;
+  nodes: number;
+  gpusPerNode: number;
+  workers: number;
+  callers: number;
+  channels: number;
+  fillShare: number;
+  maxSeconds: number;
+  probe8: number;
+  scaleIdleSeconds: number;
+  scaleRounds: number;
+  scaleRoundSeconds: number;
+  queryRate: number;
+}
+
+export const FULL: BrokerBenchSizes = {
+  donors: 1000,
+  nodes: 8,
+  gpusPerNode: 8,
+  workers: 2,
+  callers: 64,
+  channels: 8,
+  fillShare: 0.6,
+  maxSeconds: 120,
+  probe8: 100,
+  scaleIdleSeconds: 30,
+  scaleRounds: 3,
+  scaleRoundSeconds: 20,
+  queryRate: 200,
+};
+
+export const QUICK: BrokerBenchSizes = {
+  donors: 50,
+  nodes: 8,
+  gpusPerNode: 8,
+  workers: 2,
+  callers: 64,
+  channels: 8,
+  fillShare: 0.6,
+  maxSeconds: 20,
+  probe8: 20,
+  scaleIdleSeconds: 5,
+  scaleRounds: 2,
+  scaleRoundSeconds: 5,
+  queryRate: 200,
+};
+
+export interface BrokerBenchOptions {
+  sizes: BrokerBenchSizes;
+  workDir: string;
+  scale: boolean;
+  placement: boolean;
+  cpuProfDir?: string;
+  log: (line: string) => void;
+}
+
+export interface BrokerBenchResults {
+  scale?: ScaleRun & { setupSeconds: number; joinP50Ms: number };
+  placement: PlacementRun[];
+}
+
+interface Deployment {
+  brokers: BrokerProcess[];
+  fleet: Fleet;
+}
+
+async function deploy(
+  o: BrokerBenchOptions,
+  name: string,
+  opts: Omit<BrokerOptions, 'dir'>,
+): Promise<Deployment> {
+  const t0 = performance.now();
+  const broker = await startBrokerProcess({
+    ...opts,
+    dir: join(o.workDir, name),
+    ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, name) } : {}),
+  });
+  o.log(`${name}: broker pid ${broker.pid}; joining ${o.sizes.donors} simulated agents`);
+  const fleet = await startFleet({
+    brokers: [broker],
+    donors: o.sizes.donors,
+    nodes: o.sizes.nodes,
+    gpusPerNode: o.sizes.gpusPerNode,
+    reportEveryMs: 5_000,
+    workers: o.sizes.workers,
+    log: o.log,
+  });
+  await waitAllReady(broker, fleet.ids, 120_000);
+  o.log(
+    `${name}: ${o.sizes.donors} agents Ready in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+  );
+  return { brokers: [broker], fleet };
+}
+
+async function placementRun(
+  o: BrokerBenchOptions,
+  label: string,
+  d: Deployment,
+  origin: Origin,
+  seed: number,
+): Promise<PlacementRun> {
+  const s = o.sizes;
+  o.log(
+    `placement ${label}: ${s.callers} callers until ${s.fillShare * 100}% of GPUs are reserved`,
+  );
+  const run = await runPlacement({
+    label,
+    brokers: d.brokers,
+    origin,
+    callers: s.callers,
+    fillShare: s.fillShare,
+    maxSeconds: s.maxSeconds,
+    totalGpus: s.donors * s.nodes * s.gpusPerNode,
+    gpusPerNode: s.gpusPerNode,
+    seed,
+    probe8: s.probe8,
+  });
+  o.log(
+    `placement ${label}: ${run.placed} placed in ${run.wallSeconds.toFixed(1)} s (${run.placementsPerSecond.toFixed(0)}/s), p99 ${run.latencyMs.p99.value.toFixed(1)} ms, invariant ${run.invariant.ok ? 'ok' : 'BROKEN'}`,
+  );
+  return run;
+}
+
+async function redisCleanup(prefix: string): Promise<void> {
+  const script =
+    "local n=0 for _,k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) n=n+1 end return n";
+  await exec('redis-cli', ['-h', '127.0.0.1', '-p', '6379', 'EVAL', script, '0', `${prefix}*`]);
+}
+
+export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBenchResults> {
+  const out: BrokerBenchResults = { placement: [] };
+  const s = o.sizes;
+  // SQLite: scale first (an empty broker with every agent connected), then placement.
+  let d = await deploy(o, 'sqlite', { store: 'sqlite' });
+  let origin: Origin | undefined;
+  try {
+    if (o.scale) {
+      o.log(
+        `scale: ${s.scaleIdleSeconds} s idle, then ${s.scaleRounds} × ${s.scaleRoundSeconds} s of capacity queries at ${s.queryRate}/s`,
+      );
+      const scale = await runScale({
+        broker: d.brokers[0]!,
+        fleet: d.fleet,
+        idleSeconds: s.scaleIdleSeconds,
+        rounds: s.scaleRounds,
+        roundSeconds: s.scaleRoundSeconds,
+        rate: s.queryRate,
+        connections: 10,
+      });
+      const joins = [...d.fleet.joinMs].sort((a, b) => a - b);
+      out.scale = {
+        ...scale,
+        setupSeconds: d.fleet.setupSeconds,
+        joinP50Ms: joins[Math.floor(joins.length / 2)] ?? Number.NaN,
+      };
+    }
+    if (o.placement) {
+      origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
+      out.placement.push(await placementRun(o, 'sqlite, bin-pack', d, origin, 11));
+      await releaseAll(d.brokers[0]!, origin);
+      // The same data on a broker restarted with the spread policy.
+      await d.brokers[0]!.stop();
+      const restarted = await startBrokerProcess({
+        ...d.brokers[0]!.options,
+        placementPolicy: 'spread',
+        ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, 'sqlite-spread') } : {}),
+      });
+      d = { ...d, brokers: [restarted] };
+      await d.fleet.retarget([restarted.grpcAddress]);
+      await waitAllReady(restarted, d.fleet.ids, 120_000);
+      await origin.reconnect(d.brokers, s.channels);
+      out.placement.push(await placementRun(o, 'sqlite, spread', d, origin, 11));
+    }
+  } finally {
+    await origin?.close();
+    await d.fleet.stop();
+    for (const b of d.brokers) await b.stop();
+  }
+  if (!o.placement) return out;
+
+  // Redis: one replica, then three sharing the store and the CA.
+  const prefix = `spillway-bench-${process.pid}-${Date.now()}:`;
+  try {
+    d = await deploy(o, 'redis-1', { store: 'redis', redisPrefix: prefix });
+    origin = undefined;
+    try {
+      origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
+      out.placement.push(await placementRun(o, 'redis, 1 replica', d, origin, 11));
+      await releaseAll(d.brokers[0]!, origin);
+      const first = d.brokers[0]!;
+      for (const i of [2, 3]) {
+        d.brokers.push(
+          await startBrokerProcess({
+            store: 'redis',
+            redisPrefix: prefix,
+            dir: join(o.workDir, `redis-${i}`),
+            pkiDir: first.pkiDir,
+            ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, `redis-${i}`) } : {}),
+          }),
+        );
+      }
+      await d.fleet.retarget(d.brokers.map((b) => b.grpcAddress));
+      await waitAllReady(first, d.fleet.ids, 120_000);
+      await origin.reconnect(d.brokers, s.channels);
+      out.placement.push(await placementRun(o, 'redis, 3 replicas', d, origin, 11));
+    } finally {
+      await origin?.close();
+      await d.fleet.stop();
+      for (const b of d.brokers) await b.stop();
+    }
+  } finally {
+    await redisCleanup(prefix).catch((err: unknown) =>
+      o.log(`redis cleanup failed: ${String(err)}`),
+    );
+  }
+  return out;
+}

@@ -1,0 +1,254 @@
+#!/usr/bin/env node
+// Spillway's benchmarks: `npm run bench [-- --quick] [--only NAME[,NAME]] [--out FILE]
+// [--cpu-prof] [--keep]`. Prints a table, writes JSON, and exits non-zero when an invariant
+// breaks (a GPU promised twice, a pod that never ran) — never because a goal was missed.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { FULL, QUICK, runBrokerBenches, type BrokerBenchResults } from './brokers.js';
+import { MiB } from './lib/proc.js';
+import { machine, table, type Invariant, type Row } from './lib/report.js';
+import { fmt, num } from './lib/stats.js';
+
+const BENCHES = ['offload', 'status', 'throughput', 'placement', 'scale'] as const;
+type BenchName = (typeof BENCHES)[number];
+
+const USAGE = `Usage: npm run bench -- [flags]
+
+  --quick          small sizes for CI (under 5 minutes); fails only on a broken invariant
+  --only NAMES     comma-separated subset of: ${BENCHES.join(', ')}
+  --out FILE       JSON results (default e2e/bench/results/<timestamp>.json)
+  --cpu-prof       write CPU profiles of the Spillway daemons next to the JSON
+  --keep           keep the work directory (logs, data) for inspection
+  --help
+`;
+
+const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+
+function log(line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void {
+  const s = r.scale;
+  if (s) {
+    const b = '5 broker scale';
+    rows.push(
+      {
+        bench: b,
+        metric: 'agents connected (own mTLS stream each)',
+        value: `${s.connected}/${s.agents}, ${s.disconnects} disconnects`,
+      },
+      {
+        bench: b,
+        metric: 'broker CPU, agents reporting every 5 s',
+        value: `${num(s.idle.cores)} cores`,
+      },
+      {
+        bench: b,
+        metric: `broker CPU, agents + ${num(s.achievedRate.value)} capacity queries/s`,
+        value: `${num(s.underQueries.cores)} cores`,
+      },
+      {
+        bench: b,
+        metric: 'broker RSS, peak while connected',
+        value: `${num(Math.max(s.idle.peakRssBytes, s.underQueries.peakRssBytes) / MiB)} MiB`,
+        goal: '< 500 MB',
+        met: Math.max(s.idle.peakRssBytes, s.underQueries.peakRssBytes) < 500e6,
+      },
+      {
+        bench: b,
+        metric: 'broker RSS, lifetime peak (incl. joins)',
+        value: `${num(s.lifetimePeakRssBytes / MiB)} MiB`,
+      },
+      {
+        bench: b,
+        metric: 'GET /api/v1/capacity p50 (median [range] of rounds)',
+        value: fmt(s.p50, ' ms'),
+      },
+      {
+        bench: b,
+        metric: 'GET /api/v1/capacity p99 (median [range] of rounds)',
+        value: fmt(s.p99, ' ms'),
+        goal: '< 20 ms',
+        met: s.p99.value < 20,
+      },
+    );
+    inv.push({
+      bench: b,
+      what: 'every agent still connected',
+      ok: s.connected === s.agents,
+      detail: `${s.connected}/${s.agents}`,
+    });
+    const bad = s.rounds.reduce((n, q) => n + q.non2xx + q.errors, 0);
+    inv.push({
+      bench: b,
+      what: 'capacity queries answered 2xx',
+      ok: bad === 0,
+      detail: `${bad} failed`,
+    });
+  }
+  for (const p of r.placement) {
+    const b = `4 placement (${p.label})`;
+    const sqlite = p.label.startsWith('sqlite');
+    rows.push(
+      {
+        bench: b,
+        metric: `placements/s, ${p.callers} callers (per-second median [range])`,
+        value: `${num(p.placementsPerSecond)} (${fmt(p.perSecond)})`,
+        goal: sqlite ? '≥ 2000/s' : '≥ 1000/s',
+        met: p.placementsPerSecond >= (sqlite ? 2000 : 1000),
+      },
+      { bench: b, metric: 'Place latency p50', value: fmt(p.latencyMs.p50, ' ms') },
+      {
+        bench: b,
+        metric: 'Place latency p99',
+        value: fmt(p.latencyMs.p99, ' ms'),
+        ...(sqlite ? { goal: '< 10 ms', met: p.latencyMs.p99.value < 10 } : {}),
+      },
+      {
+        bench: b,
+        metric: 'GPUs reserved / broker CPU',
+        value: `${num(p.fill * 100)}% of all in ${num(p.wallSeconds)} s; ${p.brokerUsage.map((u) => num(u.cores)).join(' + ')} cores`,
+      },
+      {
+        bench: b,
+        metric: '8-GPU requests that still fit the free GPUs',
+        value: `${num(p.fragmentation.share8 * 100)}% (${p.fragmentation.fullyFreeNodes} empty nodes, ${p.fragmentation.freeGpus} free GPUs; probe ${p.fragmentation.probePlaced}/${p.fragmentation.probeTried})`,
+      },
+      {
+        bench: b,
+        metric: 'double-booked GPUs',
+        value: String(p.invariant.overbookedNodes + p.invariant.overbookedByClients),
+        goal: '0',
+        met: p.invariant.ok,
+      },
+    );
+    inv.push({
+      bench: b,
+      what: 'no GPU promised twice',
+      ok: p.invariant.ok,
+      detail: JSON.stringify({ ...p.invariant, ok: undefined }),
+    });
+    // An 8-GPU request must fit wherever the listing shows an empty node.
+    const f = p.fragmentation;
+    inv.push({
+      bench: b,
+      what: '8-GPU probe matches the empty nodes',
+      ok: f.probePlaced === Math.min(f.probeTried, f.fullyFreeNodes),
+      detail: `${f.probePlaced} placed of ${f.probeTried}, ${f.fullyFreeNodes} empty`,
+    });
+    if (p.errors > 0) {
+      inv.push({
+        bench: b,
+        what: 'Place calls answered',
+        ok: false,
+        detail: `${p.errors} errors: ${p.errorSamples.join('; ')}`,
+      });
+    }
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string', multiple: true },
+      out: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const only = new Set<BenchName>();
+  for (const v of values.only ?? []) {
+    for (const n of v
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean)) {
+      if (!(BENCHES as readonly string[]).includes(n)) {
+        process.stderr.write(`unknown benchmark "${n}"; one of ${BENCHES.join(', ')}\n`);
+        return 2;
+      }
+      only.add(n as BenchName);
+    }
+  }
+  const want = (n: BenchName): boolean => only.size === 0 || only.has(n);
+  const started = new Date();
+  const stamp = started.toISOString().replace(/[:.]/g, '-');
+  const out = resolve(values.out ?? join(RESULTS_DIR, `${stamp}.json`));
+  await mkdir(dirname(out), { recursive: true });
+  const cpuProfDir = values['cpu-prof'] ? join(dirname(out), `profiles-${stamp}`) : undefined;
+  const workDir = await mkdtemp(join(tmpdir(), 'spillway-bench-'));
+  const mode = values.quick ? 'quick' : 'full';
+  const m0 = machine();
+  log(`${mode} run; work dir ${workDir}; ${m0.nproc} cores, load ${m0.loadAvg.join(' ')}`);
+  const t0 = performance.now();
+
+  const rows: Row[] = [];
+  const invariants: Invariant[] = [];
+  const results: Record<string, unknown> = {};
+  const failures: string[] = [];
+  try {
+    if (want('placement') || want('scale')) {
+      try {
+        const r = await runBrokerBenches({
+          sizes: values.quick ? QUICK : FULL,
+          workDir,
+          scale: want('scale'),
+          placement: want('placement'),
+          ...(cpuProfDir ? { cpuProfDir } : {}),
+          log,
+        });
+        results.brokers = r;
+        brokerRows(r, rows, invariants);
+      } catch (err) {
+        failures.push(
+          `broker benchmarks: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+      }
+    }
+  } finally {
+    if (!values.keep) await rm(workDir, { recursive: true, force: true });
+  }
+
+  const seconds = (performance.now() - t0) / 1000;
+  const record = {
+    spillwayBench: 1,
+    mode,
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    startedAt: started.toISOString(),
+    seconds,
+    machine: { ...m0, loadAvgAtEnd: machine().loadAvg },
+    rows,
+    invariants,
+    failures,
+    results,
+  };
+  await writeFile(out, JSON.stringify(record, null, 2) + '\n');
+  process.stdout.write(`\n${table(rows)}\n\n`);
+  for (const i of invariants) {
+    process.stdout.write(`${i.ok ? 'ok    ' : 'BROKEN'} ${i.bench}: ${i.what} (${i.detail})\n`);
+  }
+  for (const f of failures) process.stdout.write(`FAILED ${f}\n`);
+  process.stdout.write(
+    `\n${mode} run in ${num(seconds)} s; load average ${m0.loadAvg.join(' ')} → ${record.machine.loadAvgAtEnd.join(' ')}; JSON: ${out}\n`,
+  );
+  if (cpuProfDir) process.stdout.write(`CPU profiles: ${cpuProfDir}\n`);
+  return failures.length > 0 || invariants.some((i) => !i.ok) ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
