@@ -4,11 +4,12 @@
 // peers the clusters (agents and the origin's shim as local processes); a GPU Job that
 // only one donor can run goes Pending in the origin, is placed on that donor, runs and
 // completes, live in the terminal; then a summary. Ctrl-C stops everything.
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
-import { createProgress, run as spillctlRun, type CliIO } from '@spillway/cli';
+import { createProgress, listLocal, run as spillctlRun, type CliIO } from '@spillway/cli';
 import { ANNOTATION_DONOR, ANNOTATION_REMOTE_POD, formatDuration } from '@spillway/common';
 import { startBrokerProcess, type BrokerProcess } from '../cli/harness.js';
 import {
@@ -44,6 +45,8 @@ const tty = process.stdout.isTTY === true;
 
 const controller = new AbortController();
 let interrupts = 0;
+/** Set once they run: what a signal must stop at once, before anything else can exit. */
+const running: { stateDir?: string; broker?: BrokerProcess; dir?: string } = {};
 const onSignal = (): void => {
   interrupts++;
   if (interrupts > 1) {
@@ -51,8 +54,26 @@ const onSignal = (): void => {
     process.exit(130);
   }
   process.stderr.write('\ndemo: stopping (Ctrl-C again to exit at once)...\n');
+  // Synchronously first: the test bed's own signal hook stops the clusters and exits the
+  // process right after this listener, and the agents and shim run detached.
+  if (running.stateDir) {
+    for (const p of listLocal(running.stateDir)) {
+      if (!p.running) continue;
+      try {
+        process.kill(p.pid, 'SIGTERM');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+  running.broker?.child.kill('SIGTERM');
   controller.abort();
 };
+process.on('exit', () => {
+  if (running.dir && process.env.SPILLWAY_DEMO_KEEP !== '1') {
+    rmSync(running.dir, { recursive: true, force: true });
+  }
+});
 process.on('SIGINT', onSignal);
 process.on('SIGTERM', onSignal);
 
@@ -143,6 +164,7 @@ interface PodTrack {
 
 async function main(): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'spillway-demo-'));
+  running.dir = dir;
   let testbed: Testbed | undefined;
   let broker: BrokerProcess | undefined;
   const progress = createProgress(process.stderr);
@@ -182,6 +204,7 @@ async function main(): Promise<number> {
       SPILLWAY_CONFIG: join(dir, 'spillctl-config'),
       SPILLWAY_STATE_DIR: join(dir, 'local'),
     };
+    running.stateDir = join(dir, 'local');
     say(bold('\n1. The broker: its CA, server certificate and an admin identity'));
     const pkiDir = join(dir, 'pki');
     await spillctl([
@@ -202,6 +225,7 @@ async function main(): Promise<number> {
       ports: { grpc: grpcPort!, http: httpPort! },
       extraArgs: ['--heartbeat-timeout', '6s'],
     });
+    running.broker = broker;
     progress.done(`broker listening: REST ${restUrl}, gRPC (mTLS) ${broker.grpcAddress}`);
 
     say(
@@ -378,8 +402,8 @@ function observe(
   const name = pod.metadata?.name ?? '';
   let t = pods.get(name);
   if (!t) {
-    const created = Date.parse(pod.metadata?.creationTimestamp?.toString() ?? '') || Date.now();
-    t = { name, createdAt: created, phase: '' };
+    // First seen (polled every 200 ms): creationTimestamp has whole seconds only.
+    t = { name, createdAt: Date.now(), phase: '' };
     pods.set(name, t);
     line(t, 'created');
   }
