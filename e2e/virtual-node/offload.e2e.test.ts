@@ -139,6 +139,51 @@ describe('transparent offloading', () => {
     for (const row of rows) expect(row).toMatch(/\bCompleted\b.*\bspillway-donor-b\b/);
   });
 
+  it("mirrors the donor's status within a second and copies its events", async () => {
+    await bed.origin.core.createNamespacedPod({
+      namespace: WORK_NAMESPACE,
+      body: {
+        metadata: { name: 'probe', annotations: podOutcome('succeed', { runFor: '3s' }) },
+        spec: gpuPodSpec(1),
+      },
+    });
+    // Both sides watched at once: when each first shows a phase.
+    const seen = { origin: new Map<string, number>(), remote: new Map<string, number>() };
+    const donors = Object.values(bed.donors);
+    await waitFor('the probe Succeeded on both sides', async () => {
+      const [o, ...rs] = await Promise.all([
+        bed.origin.core.readNamespacedPod({ name: 'probe', namespace: WORK_NAMESPACE }),
+        ...donors.map((d) => remotePods(d)),
+      ]);
+      const r = rs
+        .flat()
+        .find((p) => p.metadata?.labels?.['spillway.io/origin-uid'] === o.metadata?.uid);
+      const t = Date.now();
+      for (const [side, phase] of [
+        ['origin', o.status?.phase],
+        ['remote', r?.status?.phase],
+      ] as const) {
+        if (phase && !seen[side].has(phase)) seen[side].set(phase, t);
+      }
+      return seen.origin.has('Succeeded') && seen.remote.has('Succeeded') ? true : undefined;
+    });
+    for (const phase of ['Running', 'Succeeded']) {
+      const lag = seen.origin.get(phase)! - seen.remote.get(phase)!;
+      console.log(`probe ${phase}: origin ${lag} ms after the donor`);
+      expect(lag).toBeLessThan(1_000);
+    }
+    const probe = await bed.origin.core.readNamespacedPod({
+      name: 'probe',
+      namespace: WORK_NAMESPACE,
+    });
+    const copied = await waitFor('a donor event copied to the probe', async () => {
+      const e = (await eventsOf(bed.origin, probe)).find((x) => x.reason === 'Scheduled');
+      return e;
+    });
+    expect(copied.message).toMatch(/^on donor donor-[ab]: Successfully assigned spillway-origin\//);
+    await bed.origin.core.deleteNamespacedPod({ name: 'probe', namespace: WORK_NAMESPACE });
+  });
+
   it('runs exactly as many 1-GPU pods as there are free remote GPUs, and the rest as soon as GPUs free up', async () => {
     const t0 = Date.now();
     const names = Array.from({ length: 50 }, (_, i) => `burst-${i}`);
@@ -224,6 +269,58 @@ describe('transparent offloading', () => {
         ...(await remotePods(bed.donors['donor-b']!)),
       ].filter((p) => p.metadata?.labels?.app === 'burst');
       return origin.length === 0 && remote.length === 0 ? true : undefined;
+    });
+  });
+
+  it("fails a pod its donor refuses, and a Job whose remote pod fails, with the donor's reasons", async () => {
+    await bed.origin.core.createNamespacedPod({
+      namespace: WORK_NAMESPACE,
+      body: { metadata: { name: 'refused' }, spec: { ...gpuPodSpec(1), hostNetwork: true } },
+    });
+    const job: V1Job = {
+      apiVersion: 'batch/v1',
+      kind: 'Job',
+      metadata: { name: 'crash', namespace: WORK_NAMESPACE },
+      spec: {
+        backoffLimit: 0,
+        template: {
+          metadata: { annotations: podOutcome('fail', { runFor: '1s', exitCode: 3 }) },
+          spec: gpuPodSpec(1),
+        },
+      },
+    };
+    await bed.origin.batch.createNamespacedJob({ namespace: WORK_NAMESPACE, body: job });
+    const refused = await waitFor('the refused pod Failed', async () => {
+      const p = await bed.origin.core.readNamespacedPod({
+        name: 'refused',
+        namespace: WORK_NAMESPACE,
+      });
+      return p.status?.phase === 'Failed' ? p : undefined;
+    });
+    expect(refused.status?.reason).toBe('PodRefused');
+    expect(refused.status?.message).toMatch(/^donor donor-[ab] refused the pod: .*hostNetwork/);
+    expect((await eventsOf(bed.origin, refused)).map((e) => e.reason)).toContain('OffloadRefused');
+    await waitFor('job crash Failed in the origin', async () => {
+      const j = await bed.origin.batch.readNamespacedJob({
+        name: 'crash',
+        namespace: WORK_NAMESPACE,
+      });
+      return j.status?.conditions?.some((c) => c.type === 'Failed' && c.status === 'True')
+        ? true
+        : undefined;
+    });
+    const [crashed] = await podsIn(bed.origin, WORK_NAMESPACE, 'job-name=crash');
+    expect(crashed?.spec?.nodeName).toMatch(/^spillway-donor-/);
+    expect(crashed?.status?.phase).toBe('Failed');
+    expect(crashed?.status?.containerStatuses?.[0]?.state?.terminated).toMatchObject({
+      exitCode: 3,
+      reason: 'Error',
+    });
+    await bed.origin.core.deleteNamespacedPod({ name: 'refused', namespace: WORK_NAMESPACE });
+    await bed.origin.batch.deleteNamespacedJob({
+      name: 'crash',
+      namespace: WORK_NAMESPACE,
+      propagationPolicy: 'Background',
     });
   });
 
@@ -397,6 +494,36 @@ describe('transparent offloading', () => {
     await expect(kubeletGet(bed.shim.kubeletPort, '/healthz', {})).rejects.toThrow();
   });
 
+  it('serves a pod that tolerates the taint and selects a virtual node itself', async () => {
+    await bed.origin.core.createNamespacedPod({
+      namespace: WORK_NAMESPACE,
+      body: {
+        metadata: { name: 'pinned', annotations: podOutcome('run') },
+        spec: {
+          ...gpuPodSpec(1, { nodeSelector: { 'spillway.io/donor': 'donor-a' } }),
+          tolerations: [
+            { key: 'spillway.io/virtual-node', operator: 'Exists', effect: 'NoSchedule' },
+          ],
+        },
+      },
+    });
+    const pinned = await waitFor('pinned Running', async () => {
+      const p = await bed.origin.core.readNamespacedPod({
+        name: 'pinned',
+        namespace: WORK_NAMESPACE,
+      });
+      return p.status?.phase === 'Running' ? p : undefined;
+    });
+    // The scheduler put it there; the shim got it a reservation on that donor and ran it.
+    expect(pinned.spec?.nodeName).toBe('spillway-donor-a');
+    expect(pinned.metadata?.annotations?.['spillway.io/reservation']).toBeTruthy();
+    const copy = (await remotePods(bed.donors['donor-a']!)).find(
+      (p) => p.metadata?.labels?.['spillway.io/origin-uid'] === pinned.metadata?.uid,
+    );
+    expect(copy?.status?.phase).toBe('Running');
+    expect(copy?.spec?.nodeName).toMatch(/^donor-a-gpu-/);
+  });
+
   it('lets a local GPU node with free GPUs win over offloading', async () => {
     await bed.origin.addNodes([gpuNode('origin-gpu-0', 2, 'L4')]);
     const names = ['local-0', 'local-1', 'local-2'];
@@ -428,5 +555,29 @@ describe('transparent offloading', () => {
       expect((await eventsOf(bed.origin, p)).map((e) => e.reason)).not.toContain('Offloaded');
     }
     expect(away[0]?.metadata?.annotations?.[ANNOTATION_DONOR]).toMatch(/^donor-[ab]$/);
+  });
+
+  it('removes the virtual node of a removed peering after failing the pods it held', async () => {
+    const pinned = await bed.origin.core.readNamespacedPod({
+      name: 'pinned',
+      namespace: WORK_NAMESPACE,
+    });
+    expect(pinned.status?.phase).toBe('Running');
+    await bed.broker.core.deletePeering('origin', 'donor-a');
+    const failed = await waitFor('pinned Failed', async () => {
+      const p = await bed.origin.core.readNamespacedPod({
+        name: 'pinned',
+        namespace: WORK_NAMESPACE,
+      });
+      return p.status?.phase === 'Failed' ? p : undefined;
+    });
+    expect(failed.status?.reason).toBe('PeeringRemoved');
+    await waitFor('spillway-donor-a removed', async () => {
+      const nodes = await bed.origin.core.listNode();
+      return nodes.items.some((n) => n.metadata?.name === 'spillway-donor-a') ? undefined : true;
+    });
+    // donor-b still serves this origin.
+    const b = await bed.origin.core.readNode({ name: 'spillway-donor-b' });
+    expect(b.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
   });
 });
