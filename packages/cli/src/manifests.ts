@@ -152,10 +152,14 @@ export interface HelmCommandInput {
   context?: string;
 }
 
-/** The Helm command that installs the agent (and shim) using what `join` put in place. */
+/**
+ * The Helm command that installs the agent (and shim) with charts/spillway-agent, using
+ * what `join` put in place: the chart must not create the ServiceAccounts and RBAC again.
+ */
 export function helmCommand(input: HelmCommandInput): string {
   const parts = [
-    `helm upgrade --install spillway-${input.clusterId} charts/spillway`,
+    // The chart's objects have fixed names (one install per cluster); join made its RBAC.
+    'helm upgrade --install spillway-agent charts/spillway-agent',
     `--namespace ${input.namespace}`,
     ...(input.kubeconfig ? [`--kubeconfig ${input.kubeconfig}`] : []),
     ...(input.context ? [`--kube-context ${input.context}`] : []),
