@@ -46,7 +46,7 @@ describe('joinManifests', () => {
 describe('helmCommand', () => {
   it('names the cluster, role, broker and token Secret', () => {
     const cmd = helmCommand({ ...input, role: 'origin', context: 'lab' });
-    expect(cmd).toMatch(/^helm upgrade --install spillway-agent charts\/spillway-agent /);
+    expect(cmd).toMatch(/^helm upgrade --install spillway-gpu-east charts\/spillway-agent /);
     expect(cmd).toContain('--set clusterId=gpu-east');
     expect(cmd).toContain('--set rbac.create=false');
     expect(cmd).toContain('--kube-context lab');

@@ -158,8 +158,8 @@ export interface HelmCommandInput {
  */
 export function helmCommand(input: HelmCommandInput): string {
   const parts = [
-    // The chart's objects have fixed names (one install per cluster); join made its RBAC.
-    'helm upgrade --install spillway-agent charts/spillway-agent',
+    // One release per cluster; join already made the ServiceAccounts and RBAC.
+    `helm upgrade --install spillway-${input.clusterId} charts/spillway-agent`,
     `--namespace ${input.namespace}`,
     ...(input.kubeconfig ? [`--kubeconfig ${input.kubeconfig}`] : []),
     ...(input.context ? [`--kube-context ${input.context}`] : []),
