@@ -140,7 +140,7 @@ function indent(text: string): string {
   return text
     .trimEnd()
     .split('\n')
-    .map((l) => `    ${l}`)
+    .map((l) => `    ${l}`.trimEnd())
     .join('\n')
     .concat('\n');
 }
@@ -169,7 +169,7 @@ async function main(): Promise<number> {
   let broker: BrokerProcess | undefined;
   const progress = createProgress(process.stderr);
   try {
-    say(bold('Spillway demo: one origin, two donors, a GPU Job that spills over\n'));
+    say(bold('Spillway demo: one origin, two donors, a GPU Job that spills over'));
 
     progress.update('building the test bed binaries (first run only; cached afterwards)');
     const binDir = await buildBinaries();
@@ -247,7 +247,7 @@ async function main(): Promise<number> {
         '--log-level',
         'info',
         // A short grace so the demo shows Pending for seconds, not the default 10 s.
-        '--virtual-node-flag=--grace-period=3s',
+        ...(role === 'origin' ? ['--virtual-node-flag=--grace-period=3s'] : []),
       ]);
     }
     await spillctl(['get', 'clusters']);
