@@ -140,11 +140,24 @@ describe('transparent offloading', () => {
   });
 
   it("mirrors the donor's status within a second and copies its events", async () => {
+    // What the pod references goes with it.
+    await bed.origin.core.createNamespacedConfigMap({
+      namespace: WORK_NAMESPACE,
+      body: { metadata: { name: 'probe-config' }, data: { EPOCHS: '3' } },
+    });
+    await bed.origin.core.createNamespacedSecret({
+      namespace: WORK_NAMESPACE,
+      body: { metadata: { name: 'probe-token' }, stringData: { token: 's3cret' } },
+    });
+    const spec = gpuPodSpec(1);
+    spec.containers[0]!.envFrom = [{ configMapRef: { name: 'probe-config' } }];
+    spec.containers[0]!.volumeMounts = [{ name: 'token', mountPath: '/var/run/token' }];
+    spec.volumes = [{ name: 'token', secret: { secretName: 'probe-token' } }];
     await bed.origin.core.createNamespacedPod({
       namespace: WORK_NAMESPACE,
       body: {
         metadata: { name: 'probe', annotations: podOutcome('succeed', { runFor: '3s' }) },
-        spec: gpuPodSpec(1),
+        spec,
       },
     });
     // Both sides watched at once: when each first shows a phase.
@@ -181,6 +194,17 @@ describe('transparent offloading', () => {
       return e;
     });
     expect(copied.message).toMatch(/^on donor donor-[ab]: Successfully assigned spillway-origin\//);
+    const donor = bed.donors[probe.metadata!.annotations![ANNOTATION_DONOR]!]!;
+    const cm = await donor.core.readNamespacedConfigMap({
+      name: 'ml.probe-config',
+      namespace: 'spillway-origin',
+    });
+    expect(cm.data).toEqual({ EPOCHS: '3' });
+    const secret = await donor.core.readNamespacedSecret({
+      name: 'ml.probe-token',
+      namespace: 'spillway-origin',
+    });
+    expect(Buffer.from(secret.data!.token!, 'base64').toString()).toBe('s3cret');
     await bed.origin.core.deleteNamespacedPod({ name: 'probe', namespace: WORK_NAMESPACE });
   });
 
@@ -317,6 +341,38 @@ describe('transparent offloading', () => {
       reason: 'Error',
     });
     await bed.origin.core.deleteNamespacedPod({ name: 'refused', namespace: WORK_NAMESPACE });
+
+    // A ConfigMap that does not exist yet: the pod waits, saying why, and runs once it exists.
+    const spec = gpuPodSpec(1);
+    spec.containers[0]!.env = [
+      { name: 'LR', valueFrom: { configMapKeyRef: { name: 'late-config', key: 'lr' } } },
+    ];
+    await bed.origin.core.createNamespacedPod({
+      namespace: WORK_NAMESPACE,
+      body: { metadata: { name: 'needs-config', annotations: podOutcome('run') }, spec },
+    });
+    const waiting = await waitFor('needs-config to say what it waits for', async () => {
+      const p = await bed.origin.core.readNamespacedPod({
+        name: 'needs-config',
+        namespace: WORK_NAMESPACE,
+      });
+      const e = (await eventsOf(bed.origin, p)).find((x) => x.reason === 'OffloadFailed');
+      return e ? { p, e } : undefined;
+    });
+    expect(waiting.e.message).toMatch(/configmap "late-config" not found in namespace ml/);
+    expect(waiting.p.status?.phase).toBe('Pending');
+    await bed.origin.core.createNamespacedConfigMap({
+      namespace: WORK_NAMESPACE,
+      body: { metadata: { name: 'late-config' }, data: { lr: '0.001' } },
+    });
+    await waitFor('needs-config Running once its ConfigMap exists', async () => {
+      const p = await bed.origin.core.readNamespacedPod({
+        name: 'needs-config',
+        namespace: WORK_NAMESPACE,
+      });
+      return p.status?.phase === 'Running' ? true : undefined;
+    });
+    await bed.origin.core.deleteNamespacedPod({ name: 'needs-config', namespace: WORK_NAMESPACE });
     await bed.origin.batch.deleteNamespacedJob({
       name: 'crash',
       namespace: WORK_NAMESPACE,

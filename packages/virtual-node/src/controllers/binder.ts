@@ -1,9 +1,11 @@
 import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 import {
+  ErrorCode,
   WorkQueue,
   apiMessage,
   apiStatus,
   backoffDelay,
+  isSpillwayError,
   runWorkers,
   virtualNodeName,
   type Logger,
@@ -145,7 +147,20 @@ export class OverflowBinder {
       });
       return;
     }
-    const res = await ctx.broker.place(built.request);
+    let res;
+    try {
+      res = await ctx.broker.place(built.request);
+    } catch (err) {
+      // The broker found the request itself wrong: retrying the same pod changes nothing.
+      if (!isSpillwayError(err, ErrorCode.INVALID_ARGUMENT)) throw err;
+      this.waiting.delete(key);
+      await ctx.events.record(pod, {
+        type: 'Warning',
+        reason: REASON_CANNOT_OFFLOAD,
+        message: `Spillway cannot offload this pod: ${err.message}`,
+      });
+      return;
+    }
     const reservation = res.reservation;
     if (!reservation) {
       const attempts = (this.waiting.get(key) ?? 0) + 1;

@@ -487,7 +487,14 @@ export class PodLifecycle {
         await this.refuse(pod, donor, undefined, 'CannotOffload', built.error, log);
         return;
       }
-      const res = await ctx.broker.place(built.request);
+      let res;
+      try {
+        res = await ctx.broker.place(built.request);
+      } catch (err) {
+        if (!isSpillwayError(err, ErrorCode.INVALID_ARGUMENT)) throw err;
+        await this.refuse(pod, donor, undefined, 'CannotOffload', err.message, log);
+        return;
+      }
       if (!res.reservation) {
         const attempts = (this.placeAttempts.get(key) ?? 0) + 1;
         this.placeAttempts.set(key, attempts);
@@ -575,6 +582,25 @@ export class PodLifecycle {
       this.queue.add(key);
     } catch (err) {
       const e = toSpillwayError(err);
+      if (e.code === ErrorCode.CONFLICT && e.field === 'reservation_id') {
+        // Its reservation lapsed while the broker or this shim was away: its GPUs may have
+        // gone to another pod, so this one asks for room on the donor again.
+        await ctx.core.patchNamespacedPod(
+          {
+            name: pod.metadata!.name!,
+            namespace: pod.metadata!.namespace!,
+            body: {
+              metadata: {
+                annotations: { [ANNOTATION_RESERVATION]: null, [ANNOTATION_DONOR_NODE]: null },
+              },
+            },
+          },
+          MERGE_PATCH,
+        );
+        log.info({ reservation, err: e.message }, 'reservation no longer live; placing again');
+        this.queue.add(key);
+        return;
+      }
       if (!PERMANENT.has(e.code)) throw e;
       await this.refuse(pod, donor, reservation, reasonFromCode(e.code), e.message, log);
     }
