@@ -6,7 +6,13 @@ import { promisify } from 'node:util';
 import { startBrokerProcess, type BrokerOptions, type BrokerProcess } from './lib/broker.js';
 import { startFleet, waitAllReady, type Fleet } from './lib/fleet.js';
 import { joinOrigin, type Origin } from './lib/origin.js';
-import { releaseAll, runPlacement, type PlacementRun } from './placement.js';
+import {
+  releaseAll,
+  runFragmentation,
+  runPlacement,
+  type FragmentationRun,
+  type PlacementRun,
+} from './placement.js';
 import { runScale, type ScaleRun } from './scale.js';
 
 const exec = promisify(execFile);
@@ -21,6 +27,8 @@ export interface BrokerBenchSizes {
   fillShare: number;
   maxSeconds: number;
   probe8: number;
+  /** Donors filled for the fragmentation reading. */
+  fragmentationDonors: number;
   scaleIdleSeconds: number;
   scaleRounds: number;
   scaleRoundSeconds: number;
@@ -35,8 +43,9 @@ export const FULL: BrokerBenchSizes = {
   callers: 64,
   channels: 8,
   fillShare: 0.6,
-  maxSeconds: 120,
+  maxSeconds: 60,
   probe8: 100,
+  fragmentationDonors: 64,
   scaleIdleSeconds: 30,
   scaleRounds: 3,
   scaleRoundSeconds: 20,
@@ -53,6 +62,7 @@ export const QUICK: BrokerBenchSizes = {
   fillShare: 0.6,
   maxSeconds: 20,
   probe8: 20,
+  fragmentationDonors: 25,
   scaleIdleSeconds: 5,
   scaleRounds: 2,
   scaleRoundSeconds: 5,
@@ -71,6 +81,7 @@ export interface BrokerBenchOptions {
 export interface BrokerBenchResults {
   scale?: ScaleRun & { setupSeconds: number; joinP50Ms: number };
   placement: PlacementRun[];
+  fragmentation: FragmentationRun[];
 }
 
 interface Deployment {
@@ -106,33 +117,70 @@ async function deploy(
   return { brokers: [broker], fleet };
 }
 
+/** Throughput run over all donors, then (optionally) the fragmentation fill; each checked. */
 async function placementRun(
   o: BrokerBenchOptions,
   label: string,
   d: Deployment,
   origin: Origin,
-  seed: number,
-): Promise<PlacementRun> {
+  out: BrokerBenchResults,
+  fragmentation: boolean,
+  alsoWatch: { name: string; pid: number }[] = [],
+): Promise<void> {
   const s = o.sizes;
-  o.log(
-    `placement ${label}: ${s.callers} callers until ${s.fillShare * 100}% of GPUs are reserved`,
-  );
-  const run = await runPlacement({
-    label,
+  const common = {
+    alsoWatch,
     brokers: d.brokers,
     origin,
     callers: s.callers,
     fillShare: s.fillShare,
     maxSeconds: s.maxSeconds,
-    totalGpus: s.donors * s.nodes * s.gpusPerNode,
     gpusPerNode: s.gpusPerNode,
-    seed,
+    seed: 11,
     probe8: s.probe8,
+  };
+  o.log(
+    `placement ${label}: ${s.callers} callers, up to ${s.maxSeconds} s or ${s.fillShare * 100}% of GPUs`,
+  );
+  const run = await runPlacement({
+    ...common,
+    label,
+    totalGpus: s.donors * s.nodes * s.gpusPerNode,
   });
+  delete run.promised;
+  out.placement.push(run);
   o.log(
     `placement ${label}: ${run.placed} placed in ${run.wallSeconds.toFixed(1)} s (${run.placementsPerSecond.toFixed(0)}/s), p99 ${run.latencyMs.p99.value.toFixed(1)} ms, invariant ${run.invariant.ok ? 'ok' : 'BROKEN'}`,
   );
-  return run;
+  await releaseAll(d.brokers[0]!, origin);
+  if (!fragmentation) return;
+  const donors = d.fleet.ids.slice(0, s.fragmentationDonors);
+  const frag = await runFragmentation({
+    ...common,
+    label,
+    totalGpus: donors.length * s.nodes * s.gpusPerNode,
+    donors,
+    nodesPerDonor: s.nodes,
+    promisedBefore: [],
+    // The fill must finish: it is what is measured.
+    maxSeconds: 30 * 60,
+  });
+  out.fragmentation.push(frag);
+  o.log(
+    `fragmentation ${label}: ${frag.donors} donors filled to ${(frag.fill * 100).toFixed(0)}%; 8-GPU share ${(frag.share8 * 100).toFixed(1)}%, invariant ${frag.invariant.ok ? 'ok' : 'BROKEN'}`,
+  );
+  await releaseAll(d.brokers[0]!, origin);
+}
+
+/** The local Redis server's pid, to read its CPU next to the brokers'. */
+async function redisPid(): Promise<{ name: string; pid: number }[]> {
+  try {
+    const { stdout } = await exec('redis-cli', ['-h', '127.0.0.1', '-p', '6379', 'INFO', 'server']);
+    const m = /^process_id:(\d+)/m.exec(stdout);
+    return m ? [{ name: 'redis-server', pid: Number(m[1]) }] : [];
+  } catch {
+    return [];
+  }
 }
 
 async function redisCleanup(prefix: string): Promise<void> {
@@ -142,7 +190,7 @@ async function redisCleanup(prefix: string): Promise<void> {
 }
 
 export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBenchResults> {
-  const out: BrokerBenchResults = { placement: [] };
+  const out: BrokerBenchResults = { placement: [], fragmentation: [] };
   const s = o.sizes;
   // SQLite: scale first (an empty broker with every agent connected), then placement.
   let d = await deploy(o, 'sqlite', { store: 'sqlite' });
@@ -170,8 +218,7 @@ export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBen
     }
     if (o.placement) {
       origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
-      out.placement.push(await placementRun(o, 'sqlite, bin-pack', d, origin, 11));
-      await releaseAll(d.brokers[0]!, origin);
+      await placementRun(o, 'sqlite, bin-pack', d, origin, out, true);
       // The same data on a broker restarted with the spread policy.
       await d.brokers[0]!.stop();
       const restarted = await startBrokerProcess({
@@ -183,7 +230,7 @@ export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBen
       await d.fleet.retarget([restarted.grpcAddress]);
       await waitAllReady(restarted, d.fleet.ids, 120_000);
       await origin.reconnect(d.brokers, s.channels);
-      out.placement.push(await placementRun(o, 'sqlite, spread', d, origin, 11));
+      await placementRun(o, 'sqlite, spread', d, origin, out, true);
     }
   } finally {
     await origin?.close();
@@ -199,8 +246,7 @@ export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBen
     origin = undefined;
     try {
       origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
-      out.placement.push(await placementRun(o, 'redis, 1 replica', d, origin, 11));
-      await releaseAll(d.brokers[0]!, origin);
+      await placementRun(o, 'redis, 1 replica', d, origin, out, false, await redisPid());
       const first = d.brokers[0]!;
       for (const i of [2, 3]) {
         d.brokers.push(
@@ -216,7 +262,7 @@ export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBen
       await d.fleet.retarget(d.brokers.map((b) => b.grpcAddress));
       await waitAllReady(first, d.fleet.ids, 120_000);
       await origin.reconnect(d.brokers, s.channels);
-      out.placement.push(await placementRun(o, 'redis, 3 replicas', d, origin, 11));
+      await placementRun(o, 'redis, 3 replicas', d, origin, out, false, await redisPid());
     } finally {
       await origin?.close();
       await d.fleet.stop();

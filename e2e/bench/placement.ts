@@ -23,6 +23,8 @@ export interface PlacementOptions {
   totalGpus: number;
   gpusPerNode: number;
   seed: number;
+  /** Other processes to measure alongside the brokers (the Redis server). */
+  alsoWatch?: { name: string; pid: number }[];
   /** 8-GPU placements made after the fill to confirm the computed count. */
   probe8: number;
 }
@@ -52,8 +54,11 @@ export interface PlacementRun {
   reservedGpus: number;
   fill: number;
   brokerUsage: ProcUsage[];
+  /** CPU and memory of `alsoWatch` processes, by name. */
+  otherUsage: Record<string, ProcUsage>;
   invariant: InvariantCheck;
-  fragmentation: Fragmentation;
+  /** What the callers were promised (kept for later invariant checks; not in the JSON). */
+  promised?: Reservation[];
 }
 
 export interface InvariantCheck {
@@ -69,7 +74,15 @@ export interface InvariantCheck {
   ok: boolean;
 }
 
-export interface Fragmentation {
+export interface FragmentationRun {
+  label: string;
+  donors: number;
+  gpus: number;
+  placed: number;
+  fill: number;
+  wallSeconds: number;
+  errors: number;
+  invariant: InvariantCheck;
   freeGpus: number;
   /** Nodes with all their GPUs free: where an 8-GPU pod still fits. */
   fullyFreeNodes: number;
@@ -132,112 +145,172 @@ export async function checkNoDoubleBooking(
   };
 }
 
-export async function runPlacement(o: PlacementOptions): Promise<PlacementRun> {
-  const next = requestMix(o.origin.id, o.seed);
-  const target = o.totalGpus * o.fillShare;
-  const latencies: number[] = [];
-  const doneAt: number[] = [];
-  const promised: Reservation[] = [];
-  const refused: Record<string, number> = {};
-  const errorSamples: string[] = [];
-  let errors = 0;
+interface FillResult {
+  latencies: number[];
+  doneAt: number[];
+  promised: Reservation[];
+  refused: Record<string, number>;
+  errors: number;
+  errorSamples: string[];
+  reservedGpus: number;
+  wallSeconds: number;
+  usage: Map<number, ProcUsage>;
+}
+
+/** `callers` concurrent loops placing the request mix until `targetGpus` or `maxSeconds`. */
+async function fill(
+  o: PlacementOptions,
+  targetGpus: number,
+  donors: string[],
+  seed: number,
+): Promise<FillResult> {
+  const next = requestMix(o.origin.id, seed, donors);
+  const r: FillResult = {
+    latencies: [],
+    doneAt: [],
+    promised: [],
+    refused: {},
+    errors: 0,
+    errorSamples: [],
+    reservedGpus: 0,
+    wallSeconds: 0,
+    usage: new Map(),
+  };
   let issued = 0;
   let issuedGpus = 0;
-  let reservedGpus = 0;
-  const watch = new ProcWatch(o.brokers.map((b) => b.pid));
+  const watch = new ProcWatch([
+    ...o.brokers.map((b) => b.pid),
+    ...(o.alsoWatch ?? []).map((w) => w.pid),
+  ]);
   const t0 = performance.now();
   const stopAt = t0 + o.maxSeconds * 1000;
   await Promise.all(
     Array.from({ length: o.callers }, async (_, c) => {
       const client = o.origin.clients[c % o.origin.clients.length]!;
-      while (issuedGpus < target && performance.now() < stopAt) {
+      while (issuedGpus < targetGpus && performance.now() < stopAt) {
         const req = next(issued++);
-        issuedGpus += req.gpus ?? 0;
+        const gpus = req.gpus ?? 0;
+        issuedGpus += gpus;
         const s = performance.now();
         try {
           const res = await client.place(req);
           const e = performance.now();
-          latencies.push(e - s);
-          const r = reservationOf(res);
-          if (r) {
-            promised.push(r);
-            reservedGpus += r.gpus;
-            doneAt.push(e - t0);
+          r.latencies.push(e - s);
+          const got = reservationOf(res);
+          if (got) {
+            r.promised.push(got);
+            r.reservedGpus += got.gpus;
+            r.doneAt.push(e - t0);
           } else {
-            // Refused: the GPUs were never reserved, so they do not count toward the fill.
-            issuedGpus -= req.gpus ?? 0;
-            refused[res.reason_code || 'UNKNOWN'] =
-              (refused[res.reason_code || 'UNKNOWN'] ?? 0) + 1;
+            // Refused: nothing was reserved, so it does not count toward the fill.
+            issuedGpus -= gpus;
+            const code = res.reason_code || 'UNKNOWN';
+            r.refused[code] = (r.refused[code] ?? 0) + 1;
           }
         } catch (err) {
-          issuedGpus -= req.gpus ?? 0;
-          errors++;
-          if (errorSamples.length < 5) errorSamples.push(String(err));
+          issuedGpus -= gpus;
+          r.errors++;
+          if (r.errorSamples.length < 5) r.errorSamples.push(String(err));
         }
       }
     }),
   );
-  const wallSeconds = (performance.now() - t0) / 1000;
-  const usage = watch.stop();
-  // Whole seconds only: the first and last are ramps.
-  const buckets = new Array<number>(Math.floor(wallSeconds)).fill(0);
-  for (const t of doneAt) {
+  r.wallSeconds = (performance.now() - t0) / 1000;
+  r.usage = watch.stop();
+  return r;
+}
+
+/** Throughput and latency over every donor; then the no-double-booking check. */
+export async function runPlacement(o: PlacementOptions): Promise<PlacementRun> {
+  const f = await fill(o, o.totalGpus * o.fillShare, [], o.seed);
+  // Whole seconds only; the first is a ramp.
+  const buckets = new Array<number>(Math.floor(f.wallSeconds)).fill(0);
+  for (const t of f.doneAt) {
     const b = Math.floor(t / 1000);
     if (b < buckets.length) buckets[b]!++;
   }
-  const perSecond = medianRange(buckets.length > 2 ? buckets.slice(1) : buckets);
+  const invariant = await checkNoDoubleBooking(o.brokers[0]!, f.promised, o.gpusPerNode);
+  return {
+    label: o.label,
+    callers: o.callers,
+    calls: f.latencies.length + f.errors,
+    placed: f.doneAt.length,
+    refused: f.refused,
+    errors: f.errors,
+    errorSamples: f.errorSamples,
+    wallSeconds: f.wallSeconds,
+    placementsPerSecond: f.doneAt.length / f.wallSeconds,
+    perSecond: medianRange(buckets.length > 2 ? buckets.slice(1) : buckets),
+    latencyMs: summarize(f.latencies),
+    reservedGpus: f.reservedGpus,
+    fill: f.reservedGpus / o.totalGpus,
+    brokerUsage: o.brokers.map((b) => f.usage.get(b.pid)).filter((u): u is ProcUsage => !!u),
+    otherUsage: Object.fromEntries(
+      (o.alsoWatch ?? []).flatMap((w) => {
+        const u = f.usage.get(w.pid);
+        return u ? [[w.name, u]] : [];
+      }),
+    ),
+    invariant,
+    promised: f.promised,
+  };
+}
 
-  const invariant = await checkNoDoubleBooking(o.brokers[0]!, promised, o.gpusPerNode);
+export interface FragmentationOptions extends PlacementOptions {
+  /** The donors filled (each request names them), so the fill finishes at any scale. */
+  donors: string[];
+  nodesPerDonor: number;
+  /** Reservations already live (from an earlier run), for the invariant check. */
+  promisedBefore: Reservation[];
+}
 
-  // Fragmentation: from the broker's own listing, then confirmed with real 8-GPU requests.
+/**
+ * Fills `donors` to `fillShare` with the request mix, then reads what is left for 8-GPU
+ * pods: the share of free GPUs on wholly empty nodes, confirmed with real 8-GPU requests.
+ */
+export async function runFragmentation(o: FragmentationOptions): Promise<FragmentationRun> {
+  const gpus = o.donors.length * o.nodesPerDonor * o.gpusPerNode;
+  const f = await fill(o, gpus * o.fillShare, o.donors, o.seed + 100);
+  const inSet = new Set(o.donors);
   const { offloads } = await o.brokers[0]!.rest<{ offloads: OffloadRow[] }>(
     'GET',
     '/api/v1/offloads?state=open,bound',
   );
-  const usedNodes = new Set(offloads.map((r) => `${r.donor}/${r.node}`));
-  const nodes = o.totalGpus / o.gpusPerNode;
-  const used = offloads.reduce((s, r) => s + r.gpus, 0);
-  const freeGpus = o.totalGpus - used;
-  const fullyFreeNodes = nodes - usedNodes.size;
+  const mine = offloads.filter((r) => inSet.has(r.donor));
+  const usedNodes = new Set(mine.map((r) => `${r.donor}/${r.node}`));
+  const freeGpus = gpus - mine.reduce((s, r) => s + r.gpus, 0);
+  const fullyFreeNodes = o.donors.length * o.nodesPerDonor - usedNodes.size;
   const probeTried = Math.min(o.probe8, fullyFreeNodes + 1);
-  const probe8 = requestMix(o.origin.id, o.seed + 1);
-  const probeResults = await pool(
-    Array.from({ length: probeTried }, (_, i) => i),
-    Math.min(o.callers, 16),
-    async (i) =>
-      reservationOf(await o.origin.clients[i % o.origin.clients.length]!.place(probe8(1e9 + i, 8))),
+  const probe = requestMix(o.origin.id, o.seed + 200, o.donors);
+  const probed = (
+    await pool(
+      Array.from({ length: probeTried }, (_, i) => i),
+      16,
+      async (i) =>
+        reservationOf(
+          await o.origin.clients[i % o.origin.clients.length]!.place(probe(1e9 + i, 8)),
+        ),
+    )
+  ).filter((r): r is Reservation => r !== undefined);
+  const invariant = await checkNoDoubleBooking(
+    o.brokers[0]!,
+    [...o.promisedBefore, ...f.promised, ...probed],
+    o.gpusPerNode,
   );
-  const probed = probeResults.filter((r): r is Reservation => r !== undefined);
-  promised.push(...probed);
-  const afterProbe = await checkNoDoubleBooking(o.brokers[0]!, promised, o.gpusPerNode);
   return {
     label: o.label,
-    callers: o.callers,
-    calls: latencies.length + errors,
-    placed: doneAt.length,
-    refused,
-    errors,
-    errorSamples,
-    wallSeconds,
-    placementsPerSecond: doneAt.length / wallSeconds,
-    perSecond,
-    latencyMs: summarize(latencies),
-    reservedGpus,
-    fill: reservedGpus / o.totalGpus,
-    brokerUsage: o.brokers.map((b) => usage.get(b.pid)!).filter(Boolean),
-    invariant: {
-      ...invariant,
-      ok: invariant.ok && afterProbe.ok,
-      overbookedNodes: Math.max(invariant.overbookedNodes, afterProbe.overbookedNodes),
-      overbookedByClients: Math.max(invariant.overbookedByClients, afterProbe.overbookedByClients),
-    },
-    fragmentation: {
-      freeGpus,
-      fullyFreeNodes,
-      share8: freeGpus > 0 ? (8 * fullyFreeNodes) / freeGpus : 0,
-      probePlaced: probed.length,
-      probeTried,
-    },
+    donors: o.donors.length,
+    gpus,
+    placed: f.doneAt.length,
+    fill: f.reservedGpus / gpus,
+    wallSeconds: f.wallSeconds,
+    freeGpus,
+    fullyFreeNodes,
+    share8: freeGpus > 0 ? (8 * fullyFreeNodes) / freeGpus : 0,
+    probePlaced: probed.length,
+    probeTried,
+    errors: f.errors,
+    invariant,
   };
 }
 

@@ -111,12 +111,11 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
       {
         bench: b,
         metric: 'GPUs reserved / broker CPU',
-        value: `${num(p.fill * 100)}% of all in ${num(p.wallSeconds)} s; ${p.brokerUsage.map((u) => num(u.cores)).join(' + ')} cores`,
-      },
-      {
-        bench: b,
-        metric: '8-GPU requests that still fit the free GPUs',
-        value: `${num(p.fragmentation.share8 * 100)}% (${p.fragmentation.fullyFreeNodes} empty nodes, ${p.fragmentation.freeGpus} free GPUs; probe ${p.fragmentation.probePlaced}/${p.fragmentation.probeTried})`,
+        value: `${num(p.fill * 100)}% of all in ${num(p.wallSeconds)} s; broker ${p.brokerUsage.map((u) => num(u.cores)).join(' + ')} cores${Object.entries(
+          p.otherUsage,
+        )
+          .map(([k, u]) => `, ${k} ${num(u.cores)}`)
+          .join('')}`,
       },
       {
         bench: b,
@@ -132,14 +131,6 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
       ok: p.invariant.ok,
       detail: JSON.stringify({ ...p.invariant, ok: undefined }),
     });
-    // An 8-GPU request must fit wherever the listing shows an empty node.
-    const f = p.fragmentation;
-    inv.push({
-      bench: b,
-      what: '8-GPU probe matches the empty nodes',
-      ok: f.probePlaced === Math.min(f.probeTried, f.fullyFreeNodes),
-      detail: `${f.probePlaced} placed of ${f.probeTried}, ${f.fullyFreeNodes} empty`,
-    });
     if (p.errors > 0) {
       inv.push({
         bench: b,
@@ -148,6 +139,39 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
         detail: `${p.errors} errors: ${p.errorSamples.join('; ')}`,
       });
     }
+  }
+}
+
+function fragmentationRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void {
+  for (const f of r.fragmentation) {
+    const b = `4 fragmentation (${f.label})`;
+    rows.push(
+      {
+        bench: b,
+        metric: `8-GPU requests that still fit after a ${num(f.fill * 100)}% fill of ${f.donors} donors`,
+        value: `${num(f.share8 * 100)}% (${f.fullyFreeNodes} empty nodes, ${f.freeGpus} free GPUs)`,
+      },
+      {
+        bench: b,
+        metric: 'double-booked GPUs',
+        value: String(f.invariant.overbookedNodes + f.invariant.overbookedByClients),
+        goal: '0',
+        met: f.invariant.ok,
+      },
+    );
+    inv.push({
+      bench: b,
+      what: 'no GPU promised twice',
+      ok: f.invariant.ok,
+      detail: JSON.stringify({ ...f.invariant, ok: undefined }),
+    });
+    // An 8-GPU request must fit wherever the broker's listing shows an empty node.
+    inv.push({
+      bench: b,
+      what: '8-GPU probe matches the empty nodes',
+      ok: f.probePlaced === Math.min(f.probeTried, f.fullyFreeNodes) && f.errors === 0,
+      detail: `${f.probePlaced} placed of ${f.probeTried}, ${f.fullyFreeNodes} empty, ${f.errors} errors`,
+    });
   }
 }
 
@@ -209,6 +233,7 @@ async function main(): Promise<number> {
         });
         results.brokers = r;
         brokerRows(r, rows, invariants);
+        fragmentationRows(r, rows, invariants);
       } catch (err) {
         failures.push(
           `broker benchmarks: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,

@@ -60,6 +60,7 @@ export async function joinOrigin(
 export function requestMix(
   origin: string,
   seed: number,
+  donors: string[] = [],
 ): (i: number, gpus?: number) => PlaceRequest {
   const rand = rng(seed);
   return (i, fixed) => {
@@ -86,7 +87,7 @@ export function requestMix(
       tolerations: [],
       cpu_millis: 1000 * gpus,
       memory_bytes: 8 * 1024 * 1024 * 1024 * gpus,
-      donors: [],
+      donors,
     };
   };
 }
