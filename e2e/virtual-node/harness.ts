@@ -273,8 +273,9 @@ export function waitFor<T>(
   what: string,
   check: () => Promise<T | undefined>,
   timeoutMs = 60_000,
+  intervalMs = 200,
 ): Promise<T> {
-  return poll(check, { timeoutMs, intervalMs: 200, what });
+  return poll(check, { timeoutMs, intervalMs, what });
 }
 
 export async function podsIn(

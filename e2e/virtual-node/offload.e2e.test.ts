@@ -163,23 +163,28 @@ describe('transparent offloading', () => {
     // Both sides watched at once: when each first shows a phase.
     const seen = { origin: new Map<string, number>(), remote: new Map<string, number>() };
     const donors = Object.values(bed.donors);
-    await waitFor('the probe Succeeded on both sides', async () => {
-      const [o, ...rs] = await Promise.all([
-        bed.origin.core.readNamespacedPod({ name: 'probe', namespace: WORK_NAMESPACE }),
-        ...donors.map((d) => remotePods(d)),
-      ]);
-      const r = rs
-        .flat()
-        .find((p) => p.metadata?.labels?.['spillway.io/origin-uid'] === o.metadata?.uid);
-      const t = Date.now();
-      for (const [side, phase] of [
-        ['origin', o.status?.phase],
-        ['remote', r?.status?.phase],
-      ] as const) {
-        if (phase && !seen[side].has(phase)) seen[side].set(phase, t);
-      }
-      return seen.origin.has('Succeeded') && seen.remote.has('Succeeded') ? true : undefined;
-    });
+    await waitFor(
+      'the probe Succeeded on both sides',
+      async () => {
+        const [o, ...rs] = await Promise.all([
+          bed.origin.core.readNamespacedPod({ name: 'probe', namespace: WORK_NAMESPACE }),
+          ...donors.map((d) => remotePods(d)),
+        ]);
+        const r = rs
+          .flat()
+          .find((p) => p.metadata?.labels?.['spillway.io/origin-uid'] === o.metadata?.uid);
+        const t = Date.now();
+        for (const [side, phase] of [
+          ['origin', o.status?.phase],
+          ['remote', r?.status?.phase],
+        ] as const) {
+          if (phase && !seen[side].has(phase)) seen[side].set(phase, t);
+        }
+        return seen.origin.has('Succeeded') && seen.remote.has('Succeeded') ? true : undefined;
+      },
+      60_000,
+      25,
+    );
     for (const phase of ['Running', 'Succeeded']) {
       const lag = seen.origin.get(phase)! - seen.remote.get(phase)!;
       console.log(`probe ${phase}: origin ${lag} ms after the donor`);
@@ -505,6 +510,43 @@ describe('transparent offloading', () => {
         (p) => p.metadata?.labels?.app === 'serve',
       );
       return origin.length === 2 && remote.length === 2 ? true : undefined;
+    });
+
+    // Restarted again while pods are being offloaded: each ends up with exactly one copy.
+    await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        bed.origin.core.createNamespacedPod({
+          namespace: WORK_NAMESPACE,
+          body: {
+            metadata: {
+              name: `midrun-${i}`,
+              labels: { app: 'midrun' },
+              annotations: podOutcome('run'),
+            },
+            spec: gpuPodSpec(1),
+          },
+        }),
+      ),
+    );
+    await waitFor('a midrun pod bound to a virtual node', async () => {
+      const pods = await podsIn(bed.origin, WORK_NAMESPACE, 'app=midrun');
+      return pods.some((p) => p.spec?.nodeName) ? true : undefined;
+    });
+    await bed.restartShim();
+    const settled = await waitFor('4 midrun pods Running', async () => {
+      const pods = await podsIn(bed.origin, WORK_NAMESPACE, 'app=midrun');
+      return pods.filter((p) => p.status?.phase === 'Running').length === 4 ? pods : undefined;
+    });
+    const copies = [
+      ...(await remotePods(bed.donors['donor-a']!)),
+      ...(await remotePods(bed.donors['donor-b']!)),
+    ].filter((p) => p.metadata?.labels?.app === 'midrun');
+    expect(copies.map((c) => c.metadata!.labels!['spillway.io/origin-uid']).sort()).toEqual(
+      settled.map((p) => p.metadata!.uid!).sort(),
+    );
+    await bed.origin.core.deleteCollectionNamespacedPod({
+      namespace: WORK_NAMESPACE,
+      labelSelector: 'app=midrun',
     });
   });
 
