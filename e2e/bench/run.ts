@@ -8,7 +8,17 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { FULL, QUICK, runBrokerBenches, type BrokerBenchResults } from './brokers.js';
+import { startBed } from './lib/bed.js';
 import { MiB } from './lib/proc.js';
+import {
+  deleteAll,
+  runLatency,
+  runStatus,
+  runThroughput,
+  type LatencyRun,
+  type StatusRun,
+  type ThroughputRun,
+} from './offload.js';
 import { machine, table, type Invariant, type Row } from './lib/report.js';
 import { fmt, num } from './lib/stats.js';
 
@@ -29,6 +39,169 @@ const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.ur
 
 function log(line: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+interface BedBenchSizes {
+  donorNodes: number;
+  gpusPerNode: number;
+  latencyPods: number;
+  latencyIntervalMs: number;
+  statusChanges: number;
+  statusPods: number;
+  statusIntervalMs: number;
+  throughputPods: number;
+  throughputConcurrency: number;
+  timeoutMs: number;
+}
+
+const BED_FULL: BedBenchSizes = {
+  donorNodes: 20,
+  gpusPerNode: 64,
+  latencyPods: 200,
+  latencyIntervalMs: 250,
+  statusChanges: 200,
+  statusPods: 20,
+  statusIntervalMs: 100,
+  throughputPods: 2000,
+  throughputConcurrency: 16,
+  timeoutMs: 15 * 60_000,
+};
+
+const BED_QUICK: BedBenchSizes = {
+  donorNodes: 2,
+  gpusPerNode: 32,
+  latencyPods: 20,
+  latencyIntervalMs: 250,
+  statusChanges: 20,
+  statusPods: 10,
+  statusIntervalMs: 100,
+  throughputPods: 50,
+  throughputConcurrency: 16,
+  timeoutMs: 120_000,
+};
+
+function latencyRows(l: LatencyRun, rows: Row[], inv: Invariant[]): void {
+  const b = '1 offload latency';
+  rows.push(
+    {
+      bench: b,
+      metric: `direct in a donor: time to Running p50 (${l.direct.n} pods)`,
+      value: fmt(l.direct.p50, ' ms'),
+    },
+    {
+      bench: b,
+      metric: 'direct in a donor: p95 / p99',
+      value: `${fmt(l.direct.p95, ' ms')} / ${fmt(l.direct.p99, ' ms')}`,
+    },
+    {
+      bench: b,
+      metric: `offloaded from the origin: p50 (${l.offloaded.n} pods)`,
+      value: fmt(l.offloaded.p50, ' ms'),
+    },
+    {
+      bench: b,
+      metric: 'offloaded from the origin: p95 / p99',
+      value: `${fmt(l.offloaded.p95, ' ms')} / ${fmt(l.offloaded.p99, ' ms')}`,
+    },
+    {
+      bench: b,
+      metric: 'offloaded p50 / direct p50',
+      value: fmt(l.ratioP50, '×'),
+      goal: '≤ 1.5×',
+      met: l.ratioP50.value <= 1.5,
+    },
+    { bench: b, metric: 'offloaded p95 / direct p95', value: fmt(l.ratioP95, '×') },
+    {
+      bench: b,
+      metric: 'offloaded p99 / direct p99',
+      value: fmt(l.ratioP99, '×'),
+      goal: '≤ 2×',
+      met: l.ratioP99.value <= 2,
+    },
+  );
+  inv.push({
+    bench: b,
+    what: 'every pod ran',
+    ok: l.neverRan.direct === 0 && l.neverRan.offloaded === 0,
+    detail: `never Running: ${l.neverRan.direct} direct, ${l.neverRan.offloaded} offloaded`,
+  });
+}
+
+function statusRows(st: StatusRun, rows: Row[], inv: Invariant[]): void {
+  const b = '2 status propagation';
+  rows.push(
+    {
+      bench: b,
+      metric: `donor status change → origin pod, p50 (${st.latencyMs.n} changes, ${st.pods} pods)`,
+      value: fmt(st.latencyMs.p50, ' ms'),
+    },
+    {
+      bench: b,
+      metric: 'p99',
+      value: fmt(st.latencyMs.p99, ' ms'),
+      goal: '< 500 ms',
+      met: st.latencyMs.p99.value < 500,
+    },
+  );
+  inv.push({
+    bench: b,
+    what: 'every status change reached the origin',
+    ok: st.lost === 0,
+    detail: `${st.lost} lost`,
+  });
+}
+
+function throughputRows(t: ThroughputRun, rows: Row[], inv: Invariant[]): void {
+  const b = '3 offload throughput';
+  rows.push(
+    {
+      bench: b,
+      metric: `direct in the donors: pods/s to Running (${t.direct.pods} pods; per-second median [range])`,
+      value: `${num(t.direct.podsPerSecond)} (${fmt(t.direct.perSecond)})`,
+    },
+    {
+      bench: b,
+      metric: 'offloaded from the origin: pods/s to Running',
+      value: `${num(t.offloaded.podsPerSecond)} (${fmt(t.offloaded.perSecond)})`,
+    },
+    {
+      bench: b,
+      metric: 'offloaded / direct',
+      value: `${num(t.ratio)}×`,
+      goal: '≥ 0.7×',
+      met: t.ratio >= 0.7,
+    },
+    {
+      bench: b,
+      metric: 'shim CPU (average over the offloaded run)',
+      value: `${num(t.shim.cores)} cores (${num(t.shim.cpuSeconds)} CPU s in ${num(t.shim.wallSeconds)} s)`,
+      goal: '≤ 0.5 core',
+      met: t.shim.cores <= 0.5,
+    },
+    {
+      bench: b,
+      metric: 'shim peak RSS',
+      value: `${num(t.shim.peakRssBytes / MiB)} MiB`,
+      goal: '≤ 300 MB',
+      met: t.shim.peakRssBytes <= 300e6,
+    },
+    {
+      bench: b,
+      metric: 'agents (3) CPU / peak RSS (sum)',
+      value: `${num(t.agents.cores)} cores (${num(t.agents.cpuSeconds)} CPU s) / ${num(t.agents.peakRssBytes / MiB)} MiB`,
+    },
+    {
+      bench: b,
+      metric: 'broker CPU / peak RSS',
+      value: `${num(t.broker.cores)} cores / ${num(t.broker.peakRssBytes / MiB)} MiB`,
+    },
+  );
+  inv.push({
+    bench: b,
+    what: 'every pod ran',
+    ok: t.direct.ran === t.direct.pods && t.offloaded.ran === t.offloaded.pods,
+    detail: `direct ${t.direct.ran}/${t.direct.pods}, offloaded ${t.offloaded.ran}/${t.offloaded.pods}`,
+  });
 }
 
 function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void {
@@ -221,6 +394,60 @@ async function main(): Promise<number> {
   const results: Record<string, unknown> = {};
   const failures: string[] = [];
   try {
+    if (want('offload') || want('status') || want('throughput')) {
+      const z = values.quick ? BED_QUICK : BED_FULL;
+      let bed: Awaited<ReturnType<typeof startBed>> | undefined;
+      try {
+        bed = await startBed(join(workDir, 'bed'), z, {
+          ...(cpuProfDir ? { cpuProfDir } : {}),
+          log,
+        });
+        const bedResults: Record<string, unknown> = {};
+        results.testbed = bedResults;
+        if (want('offload') || want('status')) {
+          log(
+            `offload latency: ${z.latencyPods} pods each way, one pair every ${z.latencyIntervalMs} ms`,
+          );
+          const l = await runLatency(bed, {
+            pods: z.latencyPods,
+            intervalMs: z.latencyIntervalMs,
+            timeoutMs: z.timeoutMs,
+          });
+          if (want('offload')) {
+            bedResults.latency = l;
+            latencyRows(l, rows, invariants);
+          }
+        }
+        if (want('status')) {
+          log(`status propagation: ${z.statusChanges} changes on ${z.statusPods} pods`);
+          const st = await runStatus(bed, {
+            changes: z.statusChanges,
+            pods: z.statusPods,
+            intervalMs: z.statusIntervalMs,
+            timeoutMs: 60_000,
+          });
+          bedResults.status = st;
+          statusRows(st, rows, invariants);
+        }
+        if (want('throughput')) {
+          await deleteAll(bed, z.timeoutMs);
+          log(`offload throughput: ${z.throughputPods} pods direct, then offloaded`);
+          const t = await runThroughput(bed, {
+            pods: z.throughputPods,
+            concurrency: z.throughputConcurrency,
+            timeoutMs: z.timeoutMs,
+          });
+          bedResults.throughput = t;
+          throughputRows(t, rows, invariants);
+        }
+      } catch (err) {
+        failures.push(
+          `test bed benchmarks: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+        );
+      } finally {
+        await bed?.stop();
+      }
+    }
     if (want('placement') || want('scale')) {
       try {
         const r = await runBrokerBenches({
