@@ -42,9 +42,12 @@ describe('DonorRegistry', () => {
     expect(reg.hasState).toBe(true);
     expect(changes.at(-1)?.map((c) => c.donor)).toEqual(['donor-a', 'donor-b']);
     reg.update(state(peering('donor-a'), peering('donor-b', 'Ready', 3)));
-    expect(changes.at(-1)?.map((c) => [c.donor, c.before?.lendable, c.after?.lendable])).toEqual([
-      ['donor-b', { 'nvidia.com/gpu': 4 }, { 'nvidia.com/gpu': 3 }],
-    ]);
+    expect(
+      changes.at(-1)?.map((c) => [c.donor, c.before?.lendable, c.after?.lendable, c.reachability]),
+    ).toEqual([['donor-b', { 'nvidia.com/gpu': 4 }, { 'nvidia.com/gpu': 3 }, false]]);
+    reg.update(state(peering('donor-a'), peering('donor-b', 'NotReady', 3)));
+    expect(changes.at(-1)?.map((c) => [c.donor, c.reachability])).toEqual([['donor-b', true]]);
+    reg.update(state(peering('donor-a'), peering('donor-b', 'Ready', 3)));
     const n = changes.length;
     reg.update(state(peering('donor-a'), peering('donor-b', 'Ready', 3)));
     expect(changes).toHaveLength(n);

@@ -12,6 +12,8 @@ export interface DonorChange {
   donor: string;
   before: DonorView | undefined;
   after: DonorView | undefined;
+  /** Whether the donor could be reached (or existed) changed, not only what it lends. */
+  reachability: boolean;
 }
 
 interface RegistryEvents {
@@ -54,7 +56,8 @@ export class DonorRegistry extends EventEmitter<RegistryEvents> {
     for (const donor of new Set([...this.views.keys(), ...next.keys()])) {
       const before = this.views.get(donor);
       const after = next.get(donor);
-      if (JSON.stringify(before) !== JSON.stringify(after)) changes.push({ donor, before, after });
+      if (JSON.stringify(before) !== JSON.stringify(after))
+        changes.push({ donor, before, after, reachability: before?.state !== after?.state });
     }
     this.views = next;
     this.known = true;
@@ -66,7 +69,12 @@ export class DonorRegistry extends EventEmitter<RegistryEvents> {
     if (this.brokerConnected === connected) return;
     this.brokerConnected = connected;
     this.refreshLost();
-    const all = [...this.views.values()].map((v) => ({ donor: v.donor, before: v, after: v }));
+    const all = [...this.views.values()].map((v) => ({
+      donor: v.donor,
+      before: v,
+      after: v,
+      reachability: true,
+    }));
     if (all.length > 0) this.emit('changed', all);
   }
 

@@ -103,11 +103,10 @@ export class PodLifecycle {
     });
     ctx.donors.on('changed', (changes: DonorChange[]) => {
       for (const c of changes) {
-        if (c.after && ctx.donors.reachable(c.donor)) {
-          // Reachable again (or for the first time): learn what runs there before acting.
-          if (!c.before || c.before.state !== c.after.state || !ctx.remote.isSynced(c.donor))
-            this.donorSync.add(c.donor);
-        }
+        // Only reachability matters to the pods; lending changes all the time.
+        if (!c.reachability && ctx.remote.isSynced(c.donor)) continue;
+        // Reachable again (or for the first time): learn what runs there before acting.
+        if (c.after && ctx.donors.reachable(c.donor)) this.donorSync.add(c.donor);
         this.requeueNode(virtualNodeName(c.donor));
       }
     });
