@@ -4,6 +4,7 @@
 //  2. status propagation: a donor pod's status change until the origin pod shows it;
 //  3. offload throughput: pods per second reaching Running, offloaded against direct, with
 //     the shim's and agents' CPU and memory over the offloaded run.
+import { readFile } from 'node:fs/promises';
 import { Watch, type V1Pod } from '@kubernetes/client-node';
 import { ANNOTATION_REMOTE_POD, STRATEGIC_MERGE_PATCH, tenantNamespace } from '@spillway/common';
 import type { TestCluster } from '../testbed/index.js';
@@ -125,6 +126,57 @@ export interface LatencyRun {
   ratioP95: Estimate;
   ratioP99: Estimate;
   neverRan: { direct: number; offloaded: number };
+  /** Where an offloaded pod's time goes, from the shim's log: p50 of each stage, ms. */
+  stagesP50Ms: Record<string, number>;
+}
+
+/** Shim log milestones of each pod, as wall-clock ms. */
+async function shimMilestones(logFile: string): Promise<Map<string, Record<string, number>>> {
+  const wanted: Record<string, string> = {
+    'bound pod to virtual node': 'bound',
+    'created remote pod': 'remoteCreated',
+    offloaded: 'remoteScheduled',
+  };
+  const out = new Map<string, Record<string, number>>();
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let rec: { msg?: string; pod?: string; time?: string; phase?: string };
+    try {
+      rec = JSON.parse(line) as typeof rec;
+    } catch {
+      continue;
+    }
+    const stage =
+      rec.msg === 'pod phase changed' && rec.phase === 'Running'
+        ? 'running'
+        : wanted[rec.msg ?? ''];
+    if (!stage || !rec.pod || !rec.time) continue;
+    const m = out.get(rec.pod) ?? {};
+    m[stage] ??= Date.parse(rec.time);
+    out.set(rec.pod, m);
+  }
+  return out;
+}
+
+function stageBreakdown(
+  created: Map<string, number>,
+  milestones: Map<string, Record<string, number>>,
+): Record<string, number> {
+  const order = ['created', 'bound', 'remoteCreated', 'remoteScheduled', 'running'];
+  const spans: Record<string, number[]> = {};
+  for (const [name, at] of created) {
+    const m = { created: at, ...milestones.get(`${OFFLOAD_NS}/${name}`) } as Record<string, number>;
+    for (let i = 1; i < order.length; i++) {
+      const a = m[order[i - 1]!];
+      const b = m[order[i]!];
+      if (a === undefined || b === undefined) continue;
+      (spans[`${order[i - 1]}→${order[i]}`] ??= []).push(b - a);
+    }
+  }
+  return Object.fromEntries(
+    Object.entries(spans).map(([k, v]) => [k, v.sort((x, y) => x - y)[Math.floor(v.length / 2)]!]),
+  );
 }
 
 /** Benchmark 1: pairs of pods, one direct in a donor and one in the origin, at a steady pace. */
@@ -137,6 +189,7 @@ export async function runLatency(
   await Promise.all([originWatch.start(), ...donorWatches.map((w) => w.start())]);
   const createdDirect = new Map<string, number>();
   const createdOffload = new Map<string, number>();
+  const createdWall = new Map<string, number>();
   const t0 = performance.now();
   const creations: Promise<unknown>[] = [];
   for (let i = 0; i < o.pods; i++) {
@@ -152,6 +205,7 @@ export async function runLatency(
     };
     const offload = (): Promise<unknown> => {
       createdOffload.set(on, performance.now());
+      createdWall.set(on, Date.now());
       return bed.origin.core.createNamespacedPod({ namespace: OFFLOAD_NS, body: gpuPod(on) });
     };
     creations.push(...(i % 2 === 0 ? [direct(), offload()] : [offload(), direct()]));
@@ -180,6 +234,7 @@ export async function runLatency(
     ratioP95: ratioCI(offloaded, direct, 95),
     ratioP99: ratioCI(offloaded, direct, 99),
     neverRan: { direct: o.pods - direct.length, offloaded: o.pods - offloaded.length },
+    stagesP50Ms: stageBreakdown(createdWall, await shimMilestones(bed.shim.logFile)),
   };
 }
 

@@ -118,6 +118,13 @@ function latencyRows(l: LatencyRun, rows: Row[], inv: Invariant[]): void {
       goal: '≤ 2×',
       met: l.ratioP99.value <= 2,
     },
+    {
+      bench: b,
+      metric: 'offloaded: p50 of each stage (shim log)',
+      value: Object.entries(l.stagesP50Ms)
+        .map(([k, v]) => `${k} ${num(v)} ms`)
+        .join(', '),
+    },
   );
   inv.push({
     bench: b,
