@@ -60,12 +60,12 @@ export const QUICK: BrokerBenchSizes = {
   callers: 64,
   channels: 8,
   fillShare: 0.6,
-  maxSeconds: 20,
-  probe8: 20,
-  fragmentationDonors: 25,
-  scaleIdleSeconds: 5,
+  maxSeconds: 8,
+  probe8: 10,
+  fragmentationDonors: 12,
+  scaleIdleSeconds: 3,
   scaleRounds: 2,
-  scaleRoundSeconds: 5,
+  scaleRoundSeconds: 4,
   queryRate: 200,
 };
 

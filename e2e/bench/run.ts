@@ -75,7 +75,7 @@ const BED_QUICK: BedBenchSizes = {
   statusChanges: 20,
   statusPods: 10,
   statusIntervalMs: 100,
-  throughputPods: 50,
+  throughputPods: 30,
   throughputConcurrency: 16,
   timeoutMs: 120_000,
 };

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LABEL_OFFLOAD } from '@spillway/common';
 import {
+  buildBinaries,
   cpuNode,
   gpuNode,
   poll,
@@ -102,7 +103,10 @@ export async function startBed(
 ): Promise<Bed> {
   await mkdir(dir, { recursive: true });
   const t0 = performance.now();
+  // Seconds when the binaries are cached (as after `npm test`); builds them otherwise.
+  const binDir = await buildBinaries();
   const testbed = await startTestbed({
+    binDir,
     workDir: join(dir, 'testbed'),
     clusters: [
       { name: 'origin', nodes: [cpuNode('origin-cpu-0'), cpuNode('origin-cpu-1')] },
