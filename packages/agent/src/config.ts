@@ -73,21 +73,7 @@ export const agentConfigSchema = {
   },
   allowedCapabilities: {
     type: 'list',
-    default: [
-      'AUDIT_WRITE',
-      'CHOWN',
-      'DAC_OVERRIDE',
-      'FOWNER',
-      'FSETID',
-      'KILL',
-      'MKNOD',
-      'NET_BIND_SERVICE',
-      'SETFCAP',
-      'SETGID',
-      'SETPCAP',
-      'SETUID',
-      'SYS_CHROOT',
-    ],
+    default: [...BASELINE_CAPABILITIES],
     description: 'capabilities offloaded containers may add',
   },
   allowServiceAccountToken: {
