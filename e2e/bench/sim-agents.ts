@@ -24,6 +24,8 @@ export type ToWorker =
       reportEveryMs: number;
       joinConcurrency: number;
     }
+  /** Joins more agents (retries with fresh tokens) with the settings of `start`. */
+  | { type: 'join'; agents: SimAgentSpec[] }
   | { type: 'stats' }
   /** Moves each agent's stream to addresses[agent.index % n] (a restarted or added replica). */
   | { type: 'retarget'; addresses: string[] }
@@ -39,7 +41,7 @@ export interface WorkerStats {
 
 export type FromWorker =
   | { type: 'progress'; joined: number }
-  | ({ type: 'ready'; joinMs: number[] } & WorkerStats)
+  | ({ type: 'ready'; joinMs: number[]; failed: string[] } & WorkerStats)
   | ({ type: 'stats' } & WorkerStats)
   | { type: 'stopped' }
   | { type: 'retargeted' }
@@ -107,11 +109,20 @@ function stats(): WorkerStats {
   };
 }
 
-async function start(m: Extract<ToWorker, { type: 'start' }>): Promise<void> {
+let settings: Extract<ToWorker, { type: 'start' }> | undefined;
+let privateKeyPem = '';
+
+async function start(
+  m: Extract<ToWorker, { type: 'start' }>,
+  specs: SimAgentSpec[] = m.agents,
+): Promise<void> {
+  settings = m;
   // One key per load process: each agent still gets its own certificate (key generation
   // is not what is measured, the broker's work is).
-  const { privateKeyPem } = generateKeyPair();
+  privateKeyPem ||= generateKeyPair().privateKeyPem;
   const joinMs: number[] = [];
+  const failed: string[] = [];
+  failures.length = 0;
   let next = 0;
   const one = async (spec: SimAgentSpec): Promise<void> => {
     const t0 = performance.now();
@@ -184,11 +195,12 @@ async function start(m: Extract<ToWorker, { type: 'start' }>): Promise<void> {
     }, phase).unref();
   };
   const lane = async (): Promise<void> => {
-    while (next < m.agents.length) {
-      const spec = m.agents[next++]!;
+    while (next < specs.length) {
+      const spec = specs[next++]!;
       try {
         await one(spec);
       } catch (err) {
+        failed.push(spec.id);
         failures.push(`${spec.id}: ${err instanceof Error ? err.message : String(err)}`);
       }
       if (agents.length % 25 === 0) send({ type: 'progress', joined: agents.length });
@@ -197,7 +209,7 @@ async function start(m: Extract<ToWorker, { type: 'start' }>): Promise<void> {
   await Promise.all(Array.from({ length: m.joinConcurrency }, () => lane()));
   // Wait (bounded) for every stream's Welcome.
   await Promise.allSettled(agents.map((a) => a.stream.waitConnected(120_000)));
-  send({ type: 'ready', joinMs, ...stats() });
+  send({ type: 'ready', joinMs, failed, ...stats() });
 }
 
 async function retarget(addresses: string[]): Promise<void> {
@@ -226,6 +238,11 @@ async function stop(): Promise<void> {
 process.on('message', (m: ToWorker) => {
   if (m.type === 'start') {
     start(m).catch((err: unknown) =>
+      send({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
+    );
+  } else if (m.type === 'join') {
+    if (!settings) return;
+    start(settings, m.agents).catch((err: unknown) =>
       send({ type: 'error', message: err instanceof Error ? err.message : String(err) }),
     );
   } else if (m.type === 'retarget') {

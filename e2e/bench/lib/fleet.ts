@@ -97,7 +97,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   const main = o.brokers[0]!;
   const prefix = o.idPrefix ?? 'donor';
   const ids = Array.from({ length: o.donors }, (_, i) => `${prefix}-${String(i).padStart(4, '0')}`);
-  const specs: SimAgentSpec[] = await pool(ids, 16, async (id, i) => {
+  const mint = async (id: string, i: number): Promise<SimAgentSpec> => {
     const res = await main.rest<{ token: string }>('POST', '/api/v1/join-tokens', {
       clusterId: id,
       role: 'donor',
@@ -110,7 +110,8 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
       address: o.brokers[i % o.brokers.length]!.grpcAddress,
       product: productOf(i),
     };
-  });
+  };
+  const specs: SimAgentSpec[] = await pool(ids, 16, mint);
   const workers: ChildProcess[] = [];
   const slices: SimAgentSpec[][] = Array.from({ length: o.workers }, () => []);
   specs.forEach((s, i) => slices[i % o.workers]!.push(s));
@@ -140,18 +141,42 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
       });
     }),
   );
-  const failures = ready.flatMap((r) => r.failures);
-  const joined = ready.reduce((s, r) => s + r.joined, 0);
-  const connected = ready.reduce((s, r) => s + r.connected, 0);
+  // A join that failed (a starved broker drops connections) is retried with a new token.
+  const joinMs = ready.flatMap((r) => r.joinMs);
+  let failed = ready.map((r) => r.failed);
+  for (let attempt = 1; attempt <= 3 && failed.some((f) => f.length > 0); attempt++) {
+    o.log?.(`  retrying ${failed.flat().length} failed joins (attempt ${attempt})`);
+    const again = await Promise.all(
+      failed.map(async (list, w) => {
+        if (list.length === 0) return { failed: [] as string[], joinMs: [] as number[] };
+        const child = workers[w]!;
+        const fresh = await Promise.all(list.map((id) => mint(id, ids.indexOf(id))));
+        const p = onceMessage(child, 'ready', 10 * 60_000);
+        child.send({ type: 'join', agents: fresh } satisfies ToWorker);
+        return p;
+      }),
+    );
+    joinMs.push(...again.flatMap((r) => r.joinMs));
+    failed = again.map((r) => r.failed);
+  }
+  const final = await Promise.all(
+    workers.map((w) => {
+      const p = onceMessage(w, 'stats', 30_000);
+      w.send({ type: 'stats' } satisfies ToWorker);
+      return p;
+    }),
+  );
+  const joined = final.reduce((s, r) => s + r.joined, 0);
+  const connected = final.reduce((s, r) => s + r.connected, 0);
   if (joined !== o.donors || connected !== o.donors) {
     throw new Error(
-      `fleet: ${joined}/${o.donors} joined, ${connected} connected; ${failures.join('; ')}`,
+      `fleet: ${joined}/${o.donors} joined, ${connected} connected; ${final.flatMap((r) => r.failures).join('; ')}`,
     );
   }
   return {
     ids,
     pids: workers.map((w) => w.pid!),
-    joinMs: ready.flatMap((r) => r.joinMs),
+    joinMs,
     setupSeconds: (performance.now() - t0) / 1000,
     async stats() {
       const all = await Promise.all(
