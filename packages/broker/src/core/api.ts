@@ -252,6 +252,17 @@ export interface BrokerCore {
   simulate(origin: string, request: PlacementRequest): Promise<PlacementResult>;
   /** Only the reservation's origin may release it. */
   release(origin: string, reservationId: string, reason: string): Promise<boolean>;
+  /**
+   * Throws CONFLICT (field reservation_id) unless the reservation is live (open or bound) and
+   * holds GPUs of `donor` for this origin's pod: a pod is never created on GPUs that an
+   * expired or released reservation no longer holds, and that may be promised again.
+   */
+  assertReservationLive(
+    origin: string,
+    donor: string,
+    podUid: string,
+    reservationId: string,
+  ): Promise<ReservationRecord>;
 
   capacity(filter?: CapacityFilter): Promise<CapacitySummary>;
   offloads(filter?: OffloadFilter): Promise<ReservationRecord[]>;

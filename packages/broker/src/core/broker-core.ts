@@ -1003,6 +1003,37 @@ export class Core implements BrokerCore {
     return released !== undefined;
   }
 
+  async assertReservationLive(
+    origin: string,
+    donor: string,
+    podUid: string,
+    reservationId: string,
+  ): Promise<ReservationRecord> {
+    const r = await this.store.findReservationByPod(podUid);
+    if (!r || r.id !== reservationId || r.origin !== origin || r.donor !== donor) {
+      const was = r ? undefined : await this.store.getReservation(reservationId);
+      throw new SpillwayError(
+        ErrorCode.CONFLICT,
+        `reservation_id: reservation ${reservationId} no longer holds GPUs on ${donor} for pod uid ${podUid}` +
+          `${was ? ` (it is ${was.state}${was.reason ? `: ${was.reason}` : ''})` : ''}; place the pod again`,
+        { field: 'reservation_id' },
+      );
+    }
+    // The donor must create the pod and report it before the reservation lapses; with less
+    // than half its TTL left it might not, so it is given up for a fresh one.
+    const left = Date.parse(r.expiresAt) - this.now().getTime();
+    if (r.state === 'open' && left < this.reservationTtlMs / 2) {
+      await this.store.release(r.id, 'too close to expiry to create the pod', this.now());
+      this.scheduleLending(r.donor);
+      throw new SpillwayError(
+        ErrorCode.CONFLICT,
+        `reservation_id: reservation ${reservationId} expires in ${Math.max(0, left)} ms, too soon for donor ${donor} to report the pod; it was released: place the pod again`,
+        { field: 'reservation_id' },
+      );
+    }
+    return r;
+  }
+
   // -------------------------------------------------------------------------------------
   // Reporting
 

@@ -713,8 +713,13 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       true,
       async (req, peer) => {
         const caller = peer!.clusterId;
-        const { donor } = await authorizePod(caller, req.donor_cluster, req.pod ?? null, false);
-        str(req.reservation_id, 'reservation_id', { max: 128 });
+        const { donor, pod } = await authorizePod(
+          caller,
+          req.donor_cluster,
+          req.pod ?? null,
+          false,
+        );
+        const reservationId = str(req.reservation_id, 'reservation_id', { max: 128 });
         if (req.node_name) dnsName(req.node_name, 'node_name');
         const podJson = str(req.pod_json, 'pod_json', { required: true, max: MAX_MESSAGE_BYTES });
         let parsed: unknown;
@@ -733,6 +738,9 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
             str(s, `${field}[${i}]`, { required: true, max: MAX_MESSAGE_BYTES }),
           );
         }
+        // The GPUs must still be held for it: an expired reservation's may be promised again.
+        if (reservationId !== '' && pod)
+          await core.assertReservationLive(caller, donor, pod.uid, reservationId);
         const r = okOrThrow(await relay(caller, donor, { create_pod: req }), donor);
         return r.create_pod ?? {};
       },

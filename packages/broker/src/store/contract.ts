@@ -670,6 +670,58 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
         expect(await store.endByPod('no-such-uid', 'x', at(23))).toBeUndefined();
       });
 
+      it('binds again an expired reservation whose pod the donor reports running', async () => {
+        await donor('gpu-east', [node('n1', 4)]);
+        await donor('gpu-west', [node('w1', 4)]);
+        const late = await reserveOk(store, reserveRequest('gpu-east', 'n1', 2, { ttlMs: 1000 }));
+        const gone = await reserveOk(store, reserveRequest('gpu-east', 'n1', 1, { ttlMs: 1000 }));
+        expect((await store.expire(at(1000))).map((r) => r.id).sort()).toEqual(
+          [late.id, gone.id].sort(),
+        );
+        expect(await store.usage('gpu-east')).toEqual({ total: 0, byOrigin: {} });
+        // Another donor reporting the uid binds nothing of gpu-east's.
+        expect(
+          await store.applyCapacity(
+            'gpu-west',
+            full([node('w1', 4, { offloadedPodUids: [late.pod.uid] })], 2),
+            at(1500),
+          ),
+        ).toEqual([]);
+        // The donor's report, late, shows the pod running: it holds its GPUs again.
+        const bound = await store.applyCapacity(
+          'gpu-east',
+          full([node('n1', 2, { offloadedPodUids: [late.pod.uid] })], 2),
+          at(2000),
+        );
+        expect(bound).toStrictEqual([{ ...late, state: 'bound', boundAt: at(2000).toISOString() }]);
+        expect(await store.findReservationByPod(late.pod.uid)).toStrictEqual(bound[0]);
+        expect((await store.getReservation(gone.id))?.state).toBe('expired');
+        expect(await store.usage('gpu-east')).toEqual({ total: 2, byOrigin: { 'origin-a': 2 } });
+        expect(
+          await store.applyCapacity(
+            'gpu-east',
+            full([node('n1', 2, { offloadedPodUids: [late.pod.uid] })], 3),
+            at(2100),
+          ),
+        ).toEqual([]);
+        // And it ends like any other when the pod does.
+        expect((await store.endByPod(late.pod.uid, 'pod deleted', at(3000)))?.state).toBe('ended');
+        expect(await store.usage('gpu-east')).toEqual({ total: 0, byOrigin: {} });
+        // A pod placed again after its reservation lapsed is bound by its new one only.
+        const again = await reserveOk(
+          store,
+          reserveRequest('gpu-east', 'n1', 1, { ttlMs: 60_000, pod: gone.pod }),
+          at(3000),
+        );
+        const next = await store.applyCapacity(
+          'gpu-east',
+          full([node('n1', 3, { offloadedPodUids: [gone.pod.uid] })], 4),
+          at(3100),
+        );
+        expect(next.map((r) => r.id)).toEqual([again.id]);
+        expect((await store.getReservation(gone.id))?.state).toBe('expired');
+      });
+
       it('expire: open reservations past expiresAt -> expired, bound ones stay', async () => {
         await donor('gpu-east', [node('n1', 3)]);
         const short = await reserveOk(store, reserveRequest('gpu-east', 'n1', 1, { ttlMs: 1000 }));

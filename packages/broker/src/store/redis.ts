@@ -60,6 +60,7 @@ import {
  *   P rsv:open:<d>:<node>  set    open reservation ids on one donor node
  *   P rsv:expiry           zset   open reservation ids, scored by expiresAt (ms)
  *   P rsv:done             zset   finished reservation ids, scored by endedAt (ms)
+ *   P rsv:lapsed           hash   pod uid -> id of its last expired reservation
  *   P usage:<d>            hash   "total" and "o:<origin>" -> GPUs held open or bound
  *   P apitoken:<id>        hash   REST API token
  *   P apitokens            set    API token ids
@@ -188,6 +189,27 @@ for _, json in ipairs(redis.call('HVALS', nk)) do
           redis.call('ZREM', P .. 'rsv:expiry', id)
           table.insert(out, redis.call('HGETALL', rk))
         end
+      else
+        -- The donor runs a pod whose reservation lapsed before its report got here: the pod
+        -- holds those GPUs all the same, so that reservation is bound again.
+        local lid = redis.call('HGET', P .. 'rsv:lapsed', uid)
+        if lid then
+          local rk = P .. 'rsv:' .. lid
+          local f = redis.call('HMGET', rk, 'state', 'donor', 'origin', 'gpus')
+          if f[1] == 'expired' and f[2] == c then
+            redis.call('HSET', rk, 'state', 'bound', 'boundAt', ARGV[5])
+            redis.call('HDEL', rk, 'endedAt', 'reason')
+            redis.call('HSET', P .. 'rsv:pod', uid, lid)
+            redis.call('ZREM', P .. 'rsv:done', lid)
+            local uk = P .. 'usage:' .. c
+            redis.call('HINCRBY', uk, 'total', tonumber(f[4]))
+            redis.call('HINCRBY', uk, 'o:' .. f[3], tonumber(f[4]))
+            table.insert(out, redis.call('HGETALL', rk))
+            redis.call('HDEL', P .. 'rsv:lapsed', uid)
+          elseif f[1] ~= 'expired' then
+            redis.call('HDEL', P .. 'rsv:lapsed', uid)
+          end
+        end
       end
     end
   end
@@ -252,6 +274,7 @@ redis.call('HSET', rk, 'id', id, 'origin', origin, 'donor', donor, 'node', node,
   'createdAt', ARGV[10], 'expiresAt', ARGV[11])
 redis.call('ZADD', P .. 'rsv:all', ARGV[12], id)
 redis.call('HSET', P .. 'rsv:pod', podUid, id)
+redis.call('HDEL', P .. 'rsv:lapsed', podUid)
 redis.call('SADD', openKey, id)
 redis.call('ZADD', P .. 'rsv:expiry', ARGV[13], id)
 redis.call('HINCRBY', uk, 'total', gpus)
@@ -273,7 +296,10 @@ return finish(ARGV[1], id, 'ended', ARGV[3], ARGV[4], ARGV[5])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', ARGV[1] .. 'rsv:expiry', '-inf', ARGV[2])) do
   local r = finish(ARGV[1], id, 'expired', ARGV[3], ARGV[4], ARGV[2])
-  if r then table.insert(out, r) end
+  if r then
+    table.insert(out, r)
+    redis.call('HSET', ARGV[1] .. 'rsv:lapsed', redis.call('HGET', ARGV[1] .. 'rsv:' .. id, 'podUid'), id)
+  end
 end
 return out
 `,
@@ -289,6 +315,8 @@ return 1
 local P = ARGV[1]
 local ids = redis.call('ZRANGEBYSCORE', P .. 'rsv:done', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
+  local uid = redis.call('HGET', P .. 'rsv:' .. id, 'podUid')
+  if uid and redis.call('HGET', P .. 'rsv:lapsed', uid) == id then redis.call('HDEL', P .. 'rsv:lapsed', uid) end
   redis.call('DEL', P .. 'rsv:' .. id)
   redis.call('ZREM', P .. 'rsv:all', id)
   redis.call('ZREM', P .. 'rsv:done', id)

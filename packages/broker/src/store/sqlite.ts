@@ -547,7 +547,35 @@ export class SqliteStore implements Store {
         const boundAt = now.toISOString();
         const bind = this.q(`UPDATE reservations SET state = 'bound', bound_at = ? WHERE id = ?`);
         for (const r of open) bind.run(boundAt, r.id);
-        return open.map((r) => ({ ...r, state: 'bound' as const, boundAt }));
+        // A pod the donor runs whose reservation lapsed meanwhile (its report could not reach
+        // us in time) holds its GPUs all the same: that reservation is bound again.
+        const live = new Set(
+          this.q(`SELECT pod_uid FROM reservations WHERE donor = ? AND state IN ('open', 'bound')`)
+            .all(clusterId)
+            .map((r) => text(r.pod_uid)),
+        );
+        const lapsed = new Map<string, ReservationRecord>();
+        if ([...offloaded].some((uid) => !live.has(uid))) {
+          for (const row of this.q(
+            `SELECT ${RESERVATION_COLUMNS} FROM reservations
+             WHERE donor = ? AND state = 'expired' ORDER BY created_at, id`,
+          ).all(clusterId)) {
+            const r = toReservation(row);
+            if (offloaded.has(r.pod.uid) && !live.has(r.pod.uid)) lapsed.set(r.pod.uid, r);
+          }
+        }
+        const rebind = this.q(
+          `UPDATE reservations SET state = 'bound', bound_at = ?, ended_at = NULL, reason = NULL
+           WHERE id = ?`,
+        );
+        const rebound = [...lapsed.values()].map((r) => {
+          rebind.run(boundAt, r.id);
+          const out: ReservationRecord = { ...r, state: 'bound', boundAt };
+          delete out.endedAt;
+          delete out.reason;
+          return out;
+        });
+        return [...open.map((r) => ({ ...r, state: 'bound' as const, boundAt })), ...rebound];
       });
     });
   }

@@ -63,7 +63,9 @@ export interface Store {
   /**
    * Applies a capacity report (full snapshot or delta) and, in the same atomic step, binds
    * every open reservation of this donor whose pod uid now appears in a node's
-   * offloadedPodUids. Returns the reservations it bound. Reports with a sequence lower than
+   * offloadedPodUids, and binds again an expired reservation of this donor whose pod the
+   * report shows and that has no live one (the pod holds its GPUs: its report came too late).
+   * Returns the reservations it bound. Reports with a sequence lower than
    * the last applied one for the same stream are ignored unless `full`.
    * Throws NOT_FOUND for a cluster that is not (or no longer) stored. Inventory nodes are
    * kept sorted by name.
@@ -76,7 +78,12 @@ export interface Store {
   // Connections (which replica holds which stream, and liveness).
   putConnection(conn: ConnectionRecord): Promise<void>;
   /** Updates lastSeenAt; no-op if the connection is held by another broker now. */
-  touchConnection(clusterId: string, component: Component, brokerId: string, now: Date): Promise<void>;
+  touchConnection(
+    clusterId: string,
+    component: Component,
+    brokerId: string,
+    now: Date,
+  ): Promise<void>;
   /** Removes it only if still held by `brokerId` (a newer stream elsewhere wins). */
   deleteConnection(clusterId: string, component: Component, brokerId: string): Promise<void>;
   listConnections(): Promise<ConnectionRecord[]>;
