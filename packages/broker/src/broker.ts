@@ -91,6 +91,7 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
         brokerId: config.brokerId,
         heartbeatTimeoutMs: config.heartbeatTimeout,
         reservationTtlMs: config.reservationTtl,
+        clusterCertValidityMs: config.clusterCertValidity,
         placementPolicy: config.placementPolicy,
       }),
       metrics,

@@ -88,6 +88,13 @@ export const BROKER_CONFIG_SCHEMA = {
     maxMs: 3_600_000,
     description: 'An open GPU reservation not seen bound on the donor expires after this',
   },
+  clusterCertValidity: {
+    type: 'duration',
+    default: '720h',
+    minMs: 10_000,
+    maxMs: 8_760 * 3_600_000,
+    description: 'Lifetime of the certificates issued to clusters; agents renew at two thirds',
+  },
   placementPolicy: {
     type: 'string',
     default: 'binpack',

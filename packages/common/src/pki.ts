@@ -185,7 +185,10 @@ export function issueCertificate(opts: IssueOptions): IssuedCertificate {
   cert.publicKey = pub;
   const serial = randomSerial();
   cert.serialNumber = serial;
-  cert.validity.notBefore = new Date(now.getTime() - BACKDATE_MS);
+  // Short-lived certificates get a proportionally short backdate, so "renew at two thirds
+  // of the lifetime" still means two thirds of the time the issuer granted.
+  const backdate = Math.min(BACKDATE_MS, opts.validSeconds * 100);
+  cert.validity.notBefore = new Date(now.getTime() - backdate);
   cert.validity.notAfter = new Date(now.getTime() + opts.validSeconds * 1000);
   const cn =
     opts.commonName ?? (opts.identity ? `${opts.identity.kind}:${opts.identity.name}` : 'spillway');
