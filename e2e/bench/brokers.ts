@@ -74,6 +74,8 @@ export interface BrokerBenchOptions {
   workDir: string;
   scale: boolean;
   placement: boolean;
+  /** Stores to run placement on (default both). */
+  stores?: ('sqlite' | 'redis')[];
   cpuProfDir?: string;
   log: (line: string) => void;
 }
@@ -189,55 +191,61 @@ async function redisCleanup(prefix: string): Promise<void> {
   await exec('redis-cli', ['-h', '127.0.0.1', '-p', '6379', 'EVAL', script, '0', `${prefix}*`]);
 }
 
-export async function runBrokerBenches(o: BrokerBenchOptions): Promise<BrokerBenchResults> {
-  const out: BrokerBenchResults = { placement: [], fragmentation: [] };
+/** Fills `out` as it goes, so what was measured survives a later failure. */
+export async function runBrokerBenches(
+  o: BrokerBenchOptions,
+  out: BrokerBenchResults = { placement: [], fragmentation: [] },
+): Promise<BrokerBenchResults> {
   const s = o.sizes;
   // SQLite: scale first (an empty broker with every agent connected), then placement.
-  let d = await deploy(o, 'sqlite', { store: 'sqlite' });
+  const sqlitePlacement = o.placement && (!o.stores || o.stores.includes('sqlite'));
+  let d: Deployment | undefined;
   let origin: Origin | undefined;
-  try {
-    if (o.scale) {
-      o.log(
-        `scale: ${s.scaleIdleSeconds} s idle, then ${s.scaleRounds} × ${s.scaleRoundSeconds} s of capacity queries at ${s.queryRate}/s`,
-      );
-      const scale = await runScale({
-        broker: d.brokers[0]!,
-        fleet: d.fleet,
-        idleSeconds: s.scaleIdleSeconds,
-        rounds: s.scaleRounds,
-        roundSeconds: s.scaleRoundSeconds,
-        rate: s.queryRate,
-        connections: 10,
-      });
-      const joins = [...d.fleet.joinMs].sort((a, b) => a - b);
-      out.scale = {
-        ...scale,
-        setupSeconds: d.fleet.setupSeconds,
-        joinP50Ms: joins[Math.floor(joins.length / 2)] ?? Number.NaN,
-      };
+  if (o.scale || sqlitePlacement) d = await deploy(o, 'sqlite', { store: 'sqlite' });
+  if (d)
+    try {
+      if (o.scale) {
+        o.log(
+          `scale: ${s.scaleIdleSeconds} s idle, then ${s.scaleRounds} × ${s.scaleRoundSeconds} s of capacity queries at ${s.queryRate}/s`,
+        );
+        const scale = await runScale({
+          broker: d.brokers[0]!,
+          fleet: d.fleet,
+          idleSeconds: s.scaleIdleSeconds,
+          rounds: s.scaleRounds,
+          roundSeconds: s.scaleRoundSeconds,
+          rate: s.queryRate,
+          connections: 10,
+        });
+        const joins = [...d.fleet.joinMs].sort((a, b) => a - b);
+        out.scale = {
+          ...scale,
+          setupSeconds: d.fleet.setupSeconds,
+          joinP50Ms: joins[Math.floor(joins.length / 2)] ?? Number.NaN,
+        };
+      }
+      if (sqlitePlacement) {
+        origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
+        await placementRun(o, 'sqlite, bin-pack', d, origin, out, true);
+        // The same data on a broker restarted with the spread policy.
+        await d.brokers[0]!.stop();
+        const restarted = await startBrokerProcess({
+          ...d.brokers[0]!.options,
+          placementPolicy: 'spread',
+          ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, 'sqlite-spread') } : {}),
+        });
+        d = { ...d, brokers: [restarted] };
+        await d.fleet.retarget([restarted.grpcAddress]);
+        await waitAllReady(restarted, d.fleet.ids, 120_000);
+        await origin.reconnect(d.brokers, s.channels);
+        await placementRun(o, 'sqlite, spread', d, origin, out, true);
+      }
+    } finally {
+      await origin?.close();
+      await d.fleet.stop();
+      for (const b of d.brokers) await b.stop();
     }
-    if (o.placement) {
-      origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
-      await placementRun(o, 'sqlite, bin-pack', d, origin, out, true);
-      // The same data on a broker restarted with the spread policy.
-      await d.brokers[0]!.stop();
-      const restarted = await startBrokerProcess({
-        ...d.brokers[0]!.options,
-        placementPolicy: 'spread',
-        ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, 'sqlite-spread') } : {}),
-      });
-      d = { ...d, brokers: [restarted] };
-      await d.fleet.retarget([restarted.grpcAddress]);
-      await waitAllReady(restarted, d.fleet.ids, 120_000);
-      await origin.reconnect(d.brokers, s.channels);
-      await placementRun(o, 'sqlite, spread', d, origin, out, true);
-    }
-  } finally {
-    await origin?.close();
-    await d.fleet.stop();
-    for (const b of d.brokers) await b.stop();
-  }
-  if (!o.placement) return out;
+  if (!o.placement || (o.stores && !o.stores.includes('redis'))) return out;
 
   // Redis: one replica, then three sharing the store and the CA.
   const prefix = `spillway-bench-${process.pid}-${Date.now()}:`;

@@ -41,6 +41,8 @@ function gpuPod(name: string): V1Pod {
 class PodWatch {
   readonly running = new Map<string, number>();
   readonly messages = new Map<string, number>();
+  /** Wall-clock ms when each pod was first seen Unschedulable (to line up with the shim's log). */
+  readonly unschedulableWall = new Map<string, number>();
   readonly pods = new Map<string, V1Pod>();
   private abort: AbortController | undefined;
   private stopped = false;
@@ -68,6 +70,14 @@ class PodWatch {
     const name = pod.metadata?.name ?? '';
     this.pods.set(name, pod);
     if (pod.status?.phase === 'Running' && !this.running.has(name)) this.running.set(name, now);
+    const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
+    if (
+      scheduled?.status === 'False' &&
+      scheduled.reason === 'Unschedulable' &&
+      !this.unschedulableWall.has(name)
+    ) {
+      this.unschedulableWall.set(name, Date.now());
+    }
     const msg = pod.status?.conditions?.find((c) => c.type === 'Ready')?.message;
     if (msg && !this.messages.has(`${name}|${msg}`)) this.messages.set(`${name}|${msg}`, now);
   }
@@ -161,12 +171,24 @@ async function shimMilestones(logFile: string): Promise<Map<string, Record<strin
 
 function stageBreakdown(
   created: Map<string, number>,
+  unschedulable: Map<string, number>,
   milestones: Map<string, Record<string, number>>,
 ): Record<string, number> {
-  const order = ['created', 'bound', 'remoteCreated', 'remoteScheduled', 'running'];
+  const order = [
+    'created',
+    'unschedulable',
+    'bound',
+    'remoteCreated',
+    'remoteScheduled',
+    'running',
+  ];
   const spans: Record<string, number[]> = {};
   for (const [name, at] of created) {
-    const m = { created: at, ...milestones.get(`${OFFLOAD_NS}/${name}`) } as Record<string, number>;
+    const m = {
+      created: at,
+      ...(unschedulable.has(name) ? { unschedulable: unschedulable.get(name)! } : {}),
+      ...milestones.get(`${OFFLOAD_NS}/${name}`),
+    } as Record<string, number>;
     for (let i = 1; i < order.length; i++) {
       const a = m[order[i - 1]!];
       const b = m[order[i]!];
@@ -234,7 +256,11 @@ export async function runLatency(
     ratioP95: ratioCI(offloaded, direct, 95),
     ratioP99: ratioCI(offloaded, direct, 99),
     neverRan: { direct: o.pods - direct.length, offloaded: o.pods - offloaded.length },
-    stagesP50Ms: stageBreakdown(createdWall, await shimMilestones(bed.shim.logFile)),
+    stagesP50Ms: stageBreakdown(
+      createdWall,
+      originWatch.unschedulableWall,
+      await shimMilestones(bed.shim.logFile),
+    ),
   };
 }
 

@@ -31,6 +31,8 @@ const USAGE = `Usage: npm run bench -- [flags]
   --only NAMES     comma-separated subset of: ${BENCHES.join(', ')}
   --out FILE       JSON results (default e2e/bench/results/<timestamp>.json)
   --cpu-prof       write CPU profiles of the Spillway daemons next to the JSON
+                   (summarize one: node e2e/dist/bench/profile.js FILE.cpuprofile)
+  --stores LIST    placement on these stores only: sqlite, redis (default both)
   --keep           keep the work directory (logs, data) for inspection
   --help
 `;
@@ -362,6 +364,7 @@ async function main(): Promise<number> {
       only: { type: 'string', multiple: true },
       out: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      stores: { type: 'string' },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -456,26 +459,39 @@ async function main(): Promise<number> {
       }
     }
     if (want('placement') || want('scale')) {
+      const r: BrokerBenchResults = { placement: [], fragmentation: [] };
+      results.brokers = r;
       try {
-        const r = await runBrokerBenches({
-          sizes: values.quick ? QUICK : FULL,
-          workDir,
-          scale: want('scale'),
-          placement: want('placement'),
-          ...(cpuProfDir ? { cpuProfDir } : {}),
-          log,
-        });
-        results.brokers = r;
-        brokerRows(r, rows, invariants);
-        fragmentationRows(r, rows, invariants);
+        await runBrokerBenches(
+          {
+            sizes: values.quick ? QUICK : FULL,
+            workDir,
+            scale: want('scale'),
+            placement: want('placement'),
+            ...(values.stores
+              ? {
+                  stores: values.stores
+                    .split(',')
+                    .filter((x): x is 'sqlite' | 'redis' => x === 'sqlite' || x === 'redis'),
+                }
+              : {}),
+            ...(cpuProfDir ? { cpuProfDir } : {}),
+            log,
+          },
+          r,
+        );
       } catch (err) {
         failures.push(
           `broker benchmarks: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
         );
       }
+      brokerRows(r, rows, invariants);
+      fragmentationRows(r, rows, invariants);
     }
   } finally {
-    if (!values.keep) await rm(workDir, { recursive: true, force: true });
+    // Logs are kept when something failed.
+    if (!values.keep && failures.length === 0) await rm(workDir, { recursive: true, force: true });
+    else log(`work dir kept: ${workDir}`);
   }
 
   const seconds = (performance.now() - t0) / 1000;

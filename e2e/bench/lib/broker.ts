@@ -128,17 +128,36 @@ export async function startBrokerProcess(opts: BrokerOptions): Promise<BrokerPro
     logFile,
     options: opts,
     async rest<T>(method: string, path: string, body?: unknown, token = ADMIN_TOKEN): Promise<T> {
-      const res = await fetch(`${restUrl}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-        },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await res.text();
-      if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
-      return (text === '' ? undefined : JSON.parse(text)) as T;
+      // A loaded machine resets a connection now and then: try again (every call here is
+      // safe to repeat: GETs, join tokens, peerings).
+      for (let attempt = 1; ; attempt++) {
+        let res: Response;
+        try {
+          res = await fetch(`${restUrl}${path}`, {
+            method,
+            headers: {
+              authorization: `Bearer ${token}`,
+              ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            },
+            ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+            signal: AbortSignal.timeout(120_000),
+          });
+        } catch (err) {
+          if (attempt >= 4 || child.exitCode !== null) {
+            const cause = (err as { cause?: unknown }).cause;
+            const why = cause instanceof Error ? ` (${cause.message})` : '';
+            throw new Error(
+              `${method} ${path}: ${String(err)}${why}${child.exitCode !== null ? `; the broker exited with ${child.exitCode}, see ${logFile}` : ''}`,
+              { cause: err },
+            );
+          }
+          await sleep(500 * attempt);
+          continue;
+        }
+        const text = await res.text();
+        if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+        return (text === '' ? undefined : JSON.parse(text)) as T;
+      }
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
