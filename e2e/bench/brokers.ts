@@ -225,7 +225,11 @@ export async function runBrokerBenches(
         };
       }
       if (sqlitePlacement) {
+        const tp = performance.now();
         origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
+        o.log(
+          `origin joined and peered with ${d.fleet.ids.length} donors in ${((performance.now() - tp) / 1000).toFixed(0)} s`,
+        );
         await placementRun(o, 'sqlite, bin-pack', d, origin, out, true);
         // The same data on a broker restarted with the spread policy.
         await d.brokers[0]!.stop();
