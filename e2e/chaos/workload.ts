@@ -179,6 +179,15 @@ export async function underFault(
   }
   // What broke during the fault matters more than how long recovery took.
   const violations = await watch.stop();
+  if (!settled && opts.wave) {
+    // Leave no wave behind to crowd the next scenario out.
+    await bed.origin.core
+      .deleteCollectionNamespacedPod({
+        namespace: WORK_NAMESPACE,
+        labelSelector: `app=${opts.wave.app}`,
+      })
+      .catch(() => undefined);
+  }
   if (violations.length > 0)
     throw new Error(`${opts.fault}: invariants broken during the fault:\n${violations.join('\n')}`);
   if (!settled) throw failure;

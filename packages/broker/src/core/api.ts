@@ -255,7 +255,8 @@ export interface BrokerCore {
   /**
    * Throws CONFLICT (field reservation_id) unless the reservation is live (open or bound) and
    * holds GPUs of `donor` for this origin's pod: a pod is never created on GPUs that an
-   * expired or released reservation no longer holds, and that may be promised again.
+   * expired or released reservation no longer holds, and that may be promised again. An open
+   * one is extended by a full TTL: the donor gets that long to report the pod.
    */
   assertReservationLive(
     origin: string,

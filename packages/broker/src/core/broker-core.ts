@@ -1019,17 +1019,16 @@ export class Core implements BrokerCore {
         { field: 'reservation_id' },
       );
     }
-    // The donor must create the pod and report it before the reservation lapses; with less
-    // than half its TTL left it might not, so it is given up for a fresh one.
-    const left = Date.parse(r.expiresAt) - this.now().getTime();
-    if (r.state === 'open' && left < this.reservationTtlMs / 2) {
-      await this.store.release(r.id, 'too close to expiry to create the pod', this.now());
-      this.scheduleLending(r.donor);
-      throw new SpillwayError(
-        ErrorCode.CONFLICT,
-        `reservation_id: reservation ${reservationId} expires in ${Math.max(0, left)} ms, too soon for donor ${donor} to report the pod; it was released: place the pod again`,
-        { field: 'reservation_id' },
+    // The donor must create the pod and report it before the reservation lapses: it is
+    // given a full TTL from now, however long the origin took to get here.
+    if (r.state === 'open') {
+      const extended = await this.store.extend(
+        r.id,
+        new Date(this.now().getTime() + this.reservationTtlMs),
       );
+      if (extended) return extended;
+      // Bound or finished in between: read it again.
+      return this.assertReservationLive(origin, donor, podUid, reservationId);
     }
     return r;
   }

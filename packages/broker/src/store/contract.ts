@@ -722,6 +722,18 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
         expect((await store.getReservation(gone.id))?.state).toBe('expired');
       });
 
+      it('extend: an open reservation gets a later expiry; others are left alone', async () => {
+        await donor('gpu-east', [node('n1', 4)]);
+        const a = await reserveOk(store, reserveRequest('gpu-east', 'n1', 1, { ttlMs: 1000 }));
+        const b = await reserveOk(store, reserveRequest('gpu-east', 'n1', 1, { ttlMs: 1000 }));
+        const extended = await store.extend(a.id, at(5000));
+        expect(extended).toStrictEqual({ ...a, expiresAt: at(5000).toISOString() });
+        expect((await store.expire(at(1000))).map((r) => r.id)).toEqual([b.id]);
+        expect(await store.extend(b.id, at(9000))).toBeUndefined();
+        expect(await store.extend('no-such-id', at(9000))).toBeUndefined();
+        expect((await store.expire(at(5000))).map((r) => r.id)).toEqual([a.id]);
+      });
+
       it('expire: open reservations past expiresAt -> expired, bound ones stay', async () => {
         await donor('gpu-east', [node('n1', 3)]);
         const short = await reserveOk(store, reserveRequest('gpu-east', 'n1', 1, { ttlMs: 1000 }));

@@ -303,6 +303,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', ARGV[1] .. 'rsv:expiry', '-inf',
 end
 return out
 `,
+  // ARGV: P, id, expiresAt, expiresMs
+  extend: `
+local rk = ARGV[1] .. 'rsv:' .. ARGV[2]
+if redis.call('HGET', rk, 'state') ~= 'open' then return nil end
+redis.call('HSET', rk, 'expiresAt', ARGV[3])
+redis.call('ZADD', ARGV[1] .. 'rsv:expiry', ARGV[4], ARGV[2])
+return redis.call('HGETALL', rk)
+`,
   // ARGV: P, podUid, (field, value)...
   updateRemoteStatus: `
 local id = redis.call('HGET', ARGV[1] .. 'rsv:pod', ARGV[2])
@@ -929,6 +937,13 @@ export class RedisStore implements Store {
         now.toISOString(),
       ])) as unknown[];
       return reply.map((r) => toReservation(fromFlat(r)));
+    });
+  }
+
+  extend(id: string, expiresAt: Date): Promise<ReservationRecord | undefined> {
+    return this.op(async () => {
+      const reply = await this.script('extend', [id, expiresAt.toISOString(), expiresAt.getTime()]);
+      return reply === null ? undefined : toReservation(fromFlat(reply));
     });
   }
 

@@ -805,6 +805,18 @@ export class SqliteStore implements Store {
     });
   }
 
+  extend(id: string, expiresAt: Date): Promise<ReservationRecord | undefined> {
+    return this.run(() => {
+      const at = expiresAt.toISOString();
+      const res = this.q(
+        `UPDATE reservations SET expires_at = ? WHERE id = ? AND state = 'open'`,
+      ).run(at, id);
+      if (res.changes === 0) return undefined;
+      const row = this.q(`SELECT ${RESERVATION_COLUMNS} FROM reservations WHERE id = ?`).get(id);
+      return row ? toReservation(row) : undefined;
+    });
+  }
+
   updateRemoteStatus(
     podUid: string,
     status: { remotePhase?: string; remoteNamespace?: string; remoteName?: string },

@@ -102,6 +102,11 @@ export interface Store {
   release(id: string, reason: string, now: Date): Promise<ReservationRecord | undefined>;
   /** bound/open -> ended (the pod is gone on the donor). */
   endByPod(podUid: string, reason: string, now: Date): Promise<ReservationRecord | undefined>;
+  /**
+   * Moves an open reservation's expiresAt to `expiresAt` (the pod is being created: the donor
+   * gets a full TTL to report it). Returns the updated record, or undefined unless open.
+   */
+  extend(id: string, expiresAt: Date): Promise<ReservationRecord | undefined>;
   /** open reservations past expiresAt -> expired; returns them. */
   expire(now: Date): Promise<ReservationRecord[]>;
   getReservation(id: string): Promise<ReservationRecord | undefined>;

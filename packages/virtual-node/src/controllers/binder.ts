@@ -7,6 +7,7 @@ import {
   backoffDelay,
   isSpillwayError,
   runWorkers,
+  toSpillwayError,
   virtualNodeName,
   type Logger,
 } from '@spillway/common';
@@ -152,7 +153,16 @@ export class OverflowBinder {
       res = await ctx.broker.place(built.request);
     } catch (err) {
       // The broker found the request itself wrong: retrying the same pod changes nothing.
-      if (!isSpillwayError(err, ErrorCode.INVALID_ARGUMENT)) throw err;
+      if (!isSpillwayError(err, ErrorCode.INVALID_ARGUMENT)) {
+        // The broker is away or cannot reach its store: say so on the pod, and retry.
+        const e = toSpillwayError(err);
+        await ctx.events.record(pod, {
+          type: 'Warning',
+          reason: REASON_NOT_OFFLOADED,
+          message: `the broker cannot place this pod now (${e.code}): ${e.message}; retrying`,
+        });
+        throw err;
+      }
       this.waiting.delete(key);
       await ctx.events.record(pod, {
         type: 'Warning',
