@@ -278,7 +278,8 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
       fault: 'origin API server restart',
       wave: { app: 'w-origin', pods: 10 },
       inject: async () => {
-        await sleep(2_500);
+        // Inside the grace period: every offload of the wave is still ahead.
+        await sleep(500);
         const t = Date.now();
         await bed.origin.stopApiServer();
         await sleep(5_000);
@@ -303,7 +304,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
         template: {
           metadata: {
             labels: { app: 'train' },
-            annotations: podOutcome('succeed', { runFor: '25s' }),
+            annotations: podOutcome('succeed', { runFor: '15s' }),
           },
           spec: gpuPodSpec(2),
         },

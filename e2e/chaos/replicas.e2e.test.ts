@@ -5,7 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gpuNode, poll } from '../testbed/index.js';
 import { settle, snapshot, type Snapshot } from './audit.js';
-import { ADMIN_TOKEN, ChaosBed, FULL, sleep, startRedisDaemon, type BrokerReplica } from './bed.js';
+import {
+  ADMIN_TOKEN,
+  ChaosBed,
+  FULL,
+  WORK_NAMESPACE,
+  sleep,
+  startRedisDaemon,
+  type BrokerReplica,
+} from './bed.js';
 import {
   allRunning,
   createDeployment,
@@ -61,10 +69,24 @@ function busiestReplica(): { replica: BrokerReplica; links: number } {
   return { replica: best, links: count.get(best.grpc) ?? 0 };
 }
 
-async function allClustersReady(): Promise<boolean> {
-  for (const c of ['origin', ...bed.donorNames])
-    if ((await bed.clusterState(c)) !== 'Ready') return false;
-  return true;
+interface ClusterView {
+  id: string;
+  state: string;
+  connections: Record<string, { brokerId: string; connectedAt: string } | undefined>;
+}
+
+/** Every agent and the shim have a stream on a replica other than `dead`. */
+async function streamsMovedOff(dead: string): Promise<boolean> {
+  const { clusters } = (await bed.api('GET', '/api/v1/clusters')) as { clusters: ClusterView[] };
+  const wanted: [string, string][] = [
+    ['origin', 'virtual-node'],
+    ...['origin', ...bed.donorNames].map((c): [string, string] => [c, 'agent']),
+  ];
+  return wanted.every(([id, component]) => {
+    const c = clusters.find((x) => x.id === id);
+    const conn = c?.connections[component];
+    return c?.state === 'Ready' && conn !== undefined && conn.brokerId !== dead;
+  });
 }
 
 function signalRedis(signal: NodeJS.Signals): void {
@@ -113,13 +135,11 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
         const t = Date.now();
         await replica.daemon.kill();
         // The parts reconnect through the balancer, which skips the dead replica.
-        await poll(
-          async () => {
-            const stale = [...bed.proxies.values()].some((p) => p.connections().has(replica.grpc));
-            return !stale && (await allClustersReady()) ? true : undefined;
-          },
-          { timeoutMs: 60_000, intervalMs: 200, what: 'every stream on a live replica' },
-        );
+        await poll(async () => ((await streamsMovedOff(replica.daemon.name)) ? true : undefined), {
+          timeoutMs: 60_000,
+          intervalMs: 200,
+          what: 'every stream on a live replica',
+        });
         const moved = Date.now() - t;
         await assertRunningUntouched();
         return {
@@ -177,7 +197,8 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
       fault: `Redis unreachable ${REDIS_OUTAGE_MS / 1000} s`,
       wave: { app: 'w-frozen', pods: 6 },
       inject: async () => {
-        await sleep(2_500);
+        // Inside the grace period: the wave's placements all come while Redis is away.
+        await sleep(500);
         const t = Date.now();
         // Frozen, not dead: connections stay open and nothing answers.
         signalRedis('SIGSTOP');
@@ -207,6 +228,23 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
           expect(sim.status).toBe(503);
           expect(simBody.error?.code).toBe('STORE_UNAVAILABLE');
           expect(simBody.error?.message).toMatch(/redis/i);
+          // The pods waiting to be offloaded say why they wait.
+          const why = await poll(
+            async () => {
+              const events = await bed.origin.core.listNamespacedEvent({
+                namespace: WORK_NAMESPACE,
+                fieldSelector: 'reason=NotOffloaded',
+              });
+              return events.items.find(
+                (e) =>
+                  e.involvedObject.name?.startsWith('w-frozen-') &&
+                  /STORE_UNAVAILABLE|redis/i.test(e.message ?? ''),
+              );
+            },
+            { timeoutMs: 20_000, intervalMs: 500, what: 'a NotOffloaded event naming the store' },
+          );
+          expect(why.type).toBe('Warning');
+          console.log(`waiting pod event: ${why.message ?? ''}`);
           await sleep(Math.max(0, REDIS_OUTAGE_MS - (Date.now() - t)));
           await assertRunningUntouched();
           console.log(

@@ -247,6 +247,9 @@ export class RedisRouter implements Router {
         k: component,
         s: sinceMs,
       });
+      // Commands sent on the old stream get no answer if its replica died without releasing
+      // it: every replica fails them now rather than after the command timeout.
+      await this.publish(this.allChannel, { t: 'gone', c: clusterId, k: component });
     }
   }
 

@@ -220,6 +220,13 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       } catch (err) {
         logFailure(this.log, err, 'router release failed');
       }
+      // A slow store can hold this cleanup back until a newer stream of the same cluster and
+      // component has said Hello here: the connection record is that stream's now.
+      const successor = sessions.get(key);
+      if (successor !== undefined && successor !== this) {
+        this.log.info({ streamComponent: component }, 'stream ended; a newer one holds it');
+        return;
+      }
       try {
         await core.disconnected(this.clusterId, component);
       } catch (err) {

@@ -54,6 +54,8 @@ const MIN_JOIN_TTL_MS = 60_000;
 const MAX_JOIN_TTL_MS = 24 * 3_600_000;
 
 const API = '/api/v1';
+/** How long /readyz waits for the store before it answers 503. */
+const READY_TIMEOUT_MS = 2_000;
 
 interface PatchClusterBody {
   cordoned?: boolean;
@@ -205,14 +207,33 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
         schema: { summary: 'The store is reachable', tags: ['health'], security: [] },
       },
       async (_req, reply) => {
+        let timer: NodeJS.Timeout | undefined;
         try {
-          await store.ping();
+          // A store that hangs (frozen, partitioned) must still get a prompt 503, well within
+          // a readiness probe's timeout, not an answer as slow as its command timeout.
+          await Promise.race([
+            store.ping(),
+            new Promise<never>((_resolve, reject) => {
+              timer = setTimeout(
+                () =>
+                  reject(
+                    new SpillwayError(
+                      ErrorCode.STORE_UNAVAILABLE,
+                      `${store.kind} store did not answer within ${READY_TIMEOUT_MS} ms`,
+                    ),
+                  ),
+                READY_TIMEOUT_MS,
+              );
+            }),
+          ]);
           return { status: 'ready', store: store.kind };
         } catch (err) {
           const e = toSpillwayError(err, ErrorCode.STORE_UNAVAILABLE);
           return reply
             .status(503)
             .send({ status: 'unavailable', store: store.kind, reason: e.message });
+        } finally {
+          clearTimeout(timer);
         }
       },
     );
