@@ -272,7 +272,7 @@ export async function runBrokerBenches(
         );
       }
       await d.fleet.retarget(d.brokers.map((b) => b.grpcAddress));
-      await waitAllReady(first, d.fleet.ids, 120_000);
+      await waitAllReady(first, d.fleet.ids, 600_000);
       await origin.reconnect(d.brokers, s.channels);
       await placementRun(o, 'redis, 3 replicas', d, origin, out, false, await redisPid());
     } finally {

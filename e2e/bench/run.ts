@@ -66,7 +66,7 @@ const BED_FULL: BedBenchSizes = {
   statusIntervalMs: 100,
   throughputPods: 2000,
   throughputConcurrency: 16,
-  timeoutMs: 15 * 60_000,
+  timeoutMs: 30 * 60_000,
 };
 
 const BED_QUICK: BedBenchSizes = {

@@ -232,15 +232,23 @@ export async function waitAllReady(
   const want = new Set(ids);
   const deadline = Date.now() + timeoutMs;
   let notReady = ids.length;
+  let lastError = '';
   while (Date.now() < deadline) {
-    const { clusters } = await broker.rest<{ clusters: ClusterSummary[] }>(
-      'GET',
-      '/api/v1/clusters',
-    );
+    let clusters: ClusterSummary[];
+    try {
+      ({ clusters } = await broker.rest<{ clusters: ClusterSummary[] }>('GET', '/api/v1/clusters'));
+    } catch (err) {
+      // An overloaded broker answers 503 (its store timed out) while agents reconnect: wait.
+      lastError = String(err);
+      await new Promise((r) => setTimeout(r, 1_000));
+      continue;
+    }
     notReady = clusters.filter((c) => want.has(c.id) && c.state !== 'Ready').length;
     const seen = clusters.filter((c) => want.has(c.id)).length;
     if (notReady === 0 && seen === want.size) return;
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Error(`${notReady} of ${ids.length} donors not Ready after ${timeoutMs} ms`);
+  throw new Error(
+    `${notReady} of ${ids.length} donors not Ready after ${timeoutMs} ms${lastError ? `; last error: ${lastError}` : ''}`,
+  );
 }
