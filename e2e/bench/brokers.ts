@@ -103,16 +103,23 @@ async function deploy(
     ...(o.cpuProfDir ? { cpuProfDir: join(o.cpuProfDir, name) } : {}),
   });
   o.log(`${name}: broker pid ${broker.pid}; joining ${o.sizes.donors} simulated agents`);
-  const fleet = await startFleet({
-    brokers: [broker],
-    donors: o.sizes.donors,
-    nodes: o.sizes.nodes,
-    gpusPerNode: o.sizes.gpusPerNode,
-    reportEveryMs: 5_000,
-    workers: o.sizes.workers,
-    log: o.log,
-  });
-  await waitAllReady(broker, fleet.ids, 120_000);
+  let fleet: Fleet | undefined;
+  try {
+    fleet = await startFleet({
+      brokers: [broker],
+      donors: o.sizes.donors,
+      nodes: o.sizes.nodes,
+      gpusPerNode: o.sizes.gpusPerNode,
+      reportEveryMs: 5_000,
+      workers: o.sizes.workers,
+      log: o.log,
+    });
+    await waitAllReady(broker, fleet.ids, 120_000);
+  } catch (err) {
+    await fleet?.stop();
+    await broker.stop();
+    throw err;
+  }
   o.log(
     `${name}: ${o.sizes.donors} agents Ready in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
   );

@@ -169,6 +169,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   const joined = final.reduce((s, r) => s + r.joined, 0);
   const connected = final.reduce((s, r) => s + r.connected, 0);
   if (joined !== o.donors || connected !== o.donors) {
+    for (const w of workers) w.kill('SIGKILL');
     throw new Error(
       `fleet: ${joined}/${o.donors} joined, ${connected} connected; ${final.flatMap((r) => r.failures).join('; ')}`,
     );
