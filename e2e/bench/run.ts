@@ -33,6 +33,7 @@ const USAGE = `Usage: npm run bench -- [flags]
   --cpu-prof       write CPU profiles of the Spillway daemons next to the JSON
                    (summarize one: node e2e/dist/bench/profile.js FILE.cpuprofile)
   --stores LIST    placement on these stores only: sqlite, redis (default both)
+  --shim-workers N the shim's --workers (reconcile workers per controller; default its own)
   --keep           keep the work directory (logs, data) for inspection
   --help
 `;
@@ -365,6 +366,7 @@ async function main(): Promise<number> {
       out: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
       stores: { type: 'string' },
+      'shim-workers': { type: 'string' },
       keep: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -409,6 +411,7 @@ async function main(): Promise<number> {
       let bed: Awaited<ReturnType<typeof startBed>> | undefined;
       try {
         bed = await startBed(join(workDir, 'bed'), z, {
+          ...(values['shim-workers'] ? { shimWorkers: Number(values['shim-workers']) } : {}),
           ...(cpuProfDir ? { cpuProfDir } : {}),
           log,
         });

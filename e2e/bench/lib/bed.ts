@@ -99,7 +99,7 @@ async function ensureNamespace(
 export async function startBed(
   dir: string,
   sizes: BedSizes,
-  opts: { cpuProfDir?: string; log: (l: string) => void },
+  opts: { cpuProfDir?: string; shimWorkers?: number; log: (l: string) => void },
 ): Promise<Bed> {
   await mkdir(dir, { recursive: true });
   const t0 = performance.now();
@@ -205,6 +205,7 @@ export async function startBed(
         // Benchmark 1 is specified with grace period 0: offload as soon as unschedulable.
         '--grace-period',
         '0s',
+        ...(opts.shimWorkers ? ['--workers', String(opts.shimWorkers)] : []),
       ],
       dir,
       opts.cpuProfDir,
