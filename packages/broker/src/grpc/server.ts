@@ -333,6 +333,11 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
         ),
         { replaced: true },
       );
+      this.beat = setInterval(() => void this.tick(), opts.heartbeatIntervalMs);
+      await router.claim(this.clusterId, component, this.sinceMs);
+      await core.connected(this.clusterId, component);
+      // Welcome only once the connection is recorded: a client that reconnects elsewhere
+      // right after it must not be overtaken by this replica's late write.
       this.write({
         welcome: {
           cluster_id: this.clusterId,
@@ -341,9 +346,6 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
           heartbeat_timeout_ms: opts.heartbeatTimeoutMs,
         },
       });
-      this.beat = setInterval(() => void this.tick(), opts.heartbeatIntervalMs);
-      await router.claim(this.clusterId, component, this.sinceMs);
-      await core.connected(this.clusterId, component);
       this.lastCoreBeat = Date.now();
       this.write({ peerings: peeringStateToProto(await core.peeringState(this.clusterId)) });
       this.log.info({ streamComponent: component, version: h.version }, 'stream connected');
