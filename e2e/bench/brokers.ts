@@ -247,7 +247,7 @@ export async function runBrokerBenches(
         });
         d = { ...d, brokers: [restarted] };
         await d.fleet.retarget([restarted.grpcAddress]);
-        await waitAllReady(restarted, d.fleet.ids, 120_000);
+        await waitAllReady(restarted, d.fleet.ids, 600_000);
         await origin.reconnect(d.brokers, s.channels);
         await placementRun(o, 'sqlite, spread', d, origin, out, true);
       }
