@@ -131,6 +131,8 @@ async function start(
       caPem: m.caPem,
       token: spec.token,
       privateKeyPem,
+      // The broker's own certificate names localhost; TLS SNI refuses an IP address.
+      serverName: 'localhost',
       timeoutMs: 120_000,
     });
     joinMs.push(performance.now() - t0);
@@ -154,6 +156,7 @@ async function start(
         caPem: id.caPem,
         certPem: id.certPem,
         keyPem: id.keyPem,
+        serverName: 'localhost',
       });
       agent.stream = agent.client.connect(
         'agent',

@@ -27,7 +27,12 @@ export async function joinOrigin(
     clusterId: id,
     role: 'origin',
   });
-  const identity = await joinCluster({ brokerAddress: main.grpcAddress, caPem: main.caPem, token });
+  const identity = await joinCluster({
+    brokerAddress: main.grpcAddress,
+    caPem: main.caPem,
+    token,
+    serverName: 'localhost',
+  });
   await pool(donors, 16, (donor) => main.rest('POST', '/api/v1/peerings', { origin: id, donor }));
   const open = (to: BrokerProcess[], n: number): BrokerClient[] =>
     Array.from(
@@ -38,6 +43,7 @@ export async function joinOrigin(
           caPem: identity.caPem,
           certPem: identity.certPem,
           keyPem: identity.keyPem,
+          serverName: 'localhost',
           callTimeoutMs: 60_000,
         }),
     );
