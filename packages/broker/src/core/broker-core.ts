@@ -23,14 +23,16 @@ import {
   type ReserveResult,
 } from '../model.js';
 import type { Store } from '../store/store.js';
+import { fastCandidates, type FastDonor } from '../placement/fast.js';
+import { StoreView } from './view.js';
 import {
   clusterReadiness,
+  compareNames,
   effectiveFree,
   evaluatePlacement,
   lendingOf,
   nodeLendable,
   quotaHeadroom,
-  usageOf,
   type DonorSnapshot,
   type PlacementSnapshot,
 } from '../placement/engine.js';
@@ -98,6 +100,8 @@ export interface CoreOptions {
   maxConcurrentPlacements?: number;
   /** Placement outcomes and durations (the broker's Metrics fits). */
   metrics?: { observePlacement(result: string, seconds: number): void };
+  /** The in-memory view is re-read from the store in full this often. Default 30s. */
+  viewResyncMs?: number;
 }
 
 export function createBrokerCore(opts: CoreOptions): Core {
@@ -105,6 +109,9 @@ export function createBrokerCore(opts: CoreOptions): Core {
 }
 
 const DAY_MS = 86_400_000;
+/** Candidates a placement tries in turn when concurrent ones take the best first. */
+const CANDIDATES_PER_ATTEMPT = 4;
+const PLACE_ATTEMPTS = 3;
 const LIVE: ReservationRecord['state'][] = ['open', 'bound'];
 const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
 const TOKEN_PATTERN = /^([a-z0-9]{8,64})\.([A-Za-z0-9_-]{43})$/;
@@ -135,6 +142,7 @@ export class Core implements BrokerCore {
   readonly events = new EventEmitter<CoreEvents>();
 
   private readonly store: Store;
+  private readonly view: StoreView;
   private readonly ca: CertificateAuthority;
   private readonly log: Logger;
   private readonly clock: () => Date;
@@ -182,6 +190,13 @@ export class Core implements BrokerCore {
     this.lendingDebounceMs = opts.lendingDebounceMs ?? 200;
     this.metrics = opts.metrics;
     this.maxPlacements = Math.max(1, opts.maxConcurrentPlacements ?? 32);
+    this.view = new StoreView({
+      store: this.store,
+      logger: this.log,
+      feed: this.store.openFeed?.(),
+      resyncMs: opts.viewResyncMs ?? 30_000,
+      connectionRefreshMs: Math.max(500, Math.min(2000, this.heartbeatTimeoutMs / 4)),
+    });
   }
 
   private now(): Date {
@@ -250,6 +265,7 @@ export class Core implements BrokerCore {
       policy: existing?.policy ?? { ...DEFAULT_DONOR_POLICY, nodeSelector: {} },
     };
     await this.store.putCluster(cluster);
+    this.view.noteCluster(cluster);
     this.log.info(
       { clusterId: cluster.id, role: cluster.role, serial: cluster.certSerial, rejoin: !!existing },
       'cluster joined',
@@ -273,6 +289,7 @@ export class Core implements BrokerCore {
       certNotAfter: issued.notAfter.toISOString(),
     };
     await this.store.putCluster(updated);
+    this.view.noteCluster(updated);
     this.log.info({ clusterId, serial: updated.certSerial }, 'cluster certificate renewed');
     return {
       clusterId,
@@ -455,6 +472,7 @@ export class Core implements BrokerCore {
     if (valid.cordoned !== undefined) policy.cordoned = valid.cordoned;
     const updated: ClusterRecord = { ...cluster, policy };
     await this.store.putCluster(updated);
+    this.view.noteCluster(updated);
     this.log.info({ clusterId: id, policy }, 'cluster policy changed');
     this.emitPeerings([id, ...(await this.peersOf(id))]);
     const [conns, inventory, live] = await Promise.all([
@@ -490,18 +508,28 @@ export class Core implements BrokerCore {
       ...(await this.store.listPeerings({ donor: id })),
     ]) {
       await this.store.deletePeering(p.origin, p.donor);
+      this.view.notePeering(p.origin, p.donor, undefined);
     }
     const live = [
       ...(await this.store.listReservations({ origin: id, states: LIVE })),
       ...(await this.store.listReservations({ donor: id, states: LIVE })),
     ];
-    for (const r of live) await this.store.release(r.id, `cluster ${id} removed`, now);
+    for (const r of live) {
+      const released = await this.store.release(r.id, `cluster ${id} removed`, now);
+      if (released) this.view.noteReservation(released);
+    }
     await this.store.clearInventory(id);
+    this.view.noteInventory(id, undefined);
     for (const c of await this.store.listConnections()) {
-      if (c.clusterId === id) await this.store.deleteConnection(id, c.component, c.brokerId);
+      if (c.clusterId === id) {
+        await this.store.deleteConnection(id, c.component, c.brokerId);
+        this.view.noteConnectionGone(id, c.component, c.brokerId);
+      }
     }
     // The record stays, marked revoked, so the cluster shows as Revoked rather than vanishing.
-    await this.store.putCluster({ ...cluster, revokedAt: at });
+    const revoked = { ...cluster, revokedAt: at };
+    await this.store.putCluster(revoked);
+    this.view.noteCluster(revoked);
     this.readiness.set(id, 'Revoked');
     this.log.warn(
       { clusterId: id, serial: cluster.certSerial },
@@ -514,10 +542,9 @@ export class Core implements BrokerCore {
 
   /** Clusters on the other side of this cluster's peerings. */
   private async peersOf(id: string): Promise<string[]> {
-    const [asOrigin, asDonor] = await Promise.all([
-      this.store.listPeerings({ origin: id }),
-      this.store.listPeerings({ donor: id }),
-    ]);
+    await this.view.ready();
+    const asOrigin = this.view.peeringsOf({ origin: id });
+    const asDonor = this.view.peeringsOf({ donor: id });
     return [...new Set([...asOrigin.map((p) => p.donor), ...asDonor.map((p) => p.origin)])];
   }
 
@@ -527,18 +554,26 @@ export class Core implements BrokerCore {
   async connected(clusterId: string, component: Component): Promise<void> {
     await this.activeCluster(clusterId, 'clusterId');
     const at = this.now().toISOString();
-    await this.store.putConnection({
+    const conn: ConnectionRecord = {
       clusterId,
       component,
       brokerId: this.brokerId,
       connectedAt: at,
       lastSeenAt: at,
-    });
+    };
+    await this.store.putConnection(conn);
+    this.view.noteConnection(conn);
     if (component === 'agent') await this.noteReadiness(clusterId, true);
   }
 
   async heartbeat(clusterId: string, component: Component): Promise<void> {
-    await this.store.touchConnection(clusterId, component, this.brokerId, this.now());
+    const now = this.now();
+    await this.store.touchConnection(clusterId, component, this.brokerId, now);
+    const held = this.view.connection(clusterId, component);
+    if (held?.brokerId === this.brokerId) {
+      // Other replicas re-read connections on their own; no notice per heartbeat.
+      this.view.noteConnection({ ...held, lastSeenAt: now.toISOString() }, false);
+    }
     // A silent agent that speaks again is Ready at once, not at the next reaper tick.
     if (component === 'agent' && this.readiness.get(clusterId) !== 'Ready') {
       await this.noteReadiness(clusterId, false);
@@ -547,18 +582,22 @@ export class Core implements BrokerCore {
 
   async disconnected(clusterId: string, component: Component): Promise<void> {
     await this.store.deleteConnection(clusterId, component, this.brokerId);
+    this.view.noteConnectionGone(clusterId, component, this.brokerId);
     if (component === 'agent') await this.noteReadiness(clusterId, false);
   }
 
   /** Re-reads one cluster's state; emits peeringsChanged when it flipped (or `always`). */
   private async noteReadiness(clusterId: string, always: boolean): Promise<void> {
-    const [cluster, conns, inventory] = await Promise.all([
-      this.store.getCluster(clusterId),
-      this.store.listConnections(),
-      this.store.getInventory(clusterId),
-    ]);
+    await this.view.ready();
+    const cluster = this.view.cluster(clusterId);
     if (!cluster) return;
-    const state = this.stateOf(cluster, conns, inventory !== undefined);
+    const state = clusterReadiness(
+      cluster,
+      this.view.connection(clusterId, 'agent'),
+      this.now(),
+      this.heartbeatTimeoutMs,
+      this.view.inventory(clusterId) !== undefined,
+    ).state;
     const before = this.readiness.get(clusterId);
     this.readiness.set(clusterId, state);
     if (always || before !== state) {
@@ -576,7 +615,9 @@ export class Core implements BrokerCore {
     validateCapacityUpdate(update);
     await this.activeCluster(clusterId, 'clusterId');
     const bound = await this.store.applyCapacity(clusterId, update, this.now());
+    this.view.noteInventory(clusterId, await this.store.getInventory(clusterId));
     for (const r of bound) {
+      this.view.noteReservation(r);
       this.log.info(
         {
           reservation: r.id,
@@ -620,6 +661,7 @@ export class Core implements BrokerCore {
     if (report.deleted || TERMINAL_PHASES.has(report.phase)) {
       const reason = report.deleted ? 'remote pod deleted' : `remote pod ${report.phase}`;
       const ended = await this.store.endByPod(report.pod.uid, reason, this.now());
+      if (ended) this.view.noteReservation(ended);
       if (ended) this.log.info({ reservation: ended.id, donor, reason }, 'reservation ended');
       this.scheduleLending(donor);
     }
@@ -646,6 +688,7 @@ export class Core implements BrokerCore {
       createdAt: existing?.createdAt ?? this.now().toISOString(),
     };
     await this.store.putPeering(peering);
+    this.view.notePeering(origin, donor, peering);
     this.log.info(
       { origin, donor, maxGpus, gpuProducts },
       existing ? 'peering updated' : 'peering created',
@@ -673,10 +716,12 @@ export class Core implements BrokerCore {
         },
       );
     }
+    this.view.notePeering(origin, donor, undefined);
     // Promised GPUs go back; bound pods keep running until the origin deletes them.
     const now = this.now();
     for (const r of await this.store.listReservations({ origin, donor, states: ['open'] })) {
-      await this.store.release(r.id, 'peering removed', now);
+      const released = await this.store.release(r.id, 'peering removed', now);
+      if (released) this.view.noteReservation(released);
     }
     this.lendingSig.delete(`${origin}/${donor}`);
     this.log.info({ origin, donor }, 'peering deleted');
@@ -698,6 +743,7 @@ export class Core implements BrokerCore {
     if (p.deletingSince === undefined) {
       record = { ...p, deletingSince: this.now().toISOString() };
       await this.store.putPeering(record);
+      this.view.notePeering(origin, donor, record);
       this.log.info({ origin, donor }, 'peering draining');
       this.emitPeerings([origin, donor]);
     }
@@ -733,34 +779,13 @@ export class Core implements BrokerCore {
     return p;
   }
 
-  /** What each donor holds. Live reservations are read in one call for all donors. */
+  /** What each donor holds, from the view. */
   private async donorSnapshots(ids: Iterable<string>): Promise<Map<string, DonorSnapshot>> {
-    const wanted = [...new Set(ids)];
+    await this.view.ready();
     const out = new Map<string, DonorSnapshot>();
-    if (wanted.length === 0) return out;
-    const [conns, live, donors] = await Promise.all([
-      this.store.listConnections(),
-      wanted.length === 1
-        ? this.store.listReservations({ donor: wanted[0]!, states: LIVE })
-        : this.store.listReservations({ states: LIVE }),
-      Promise.all(
-        wanted.map(async (id) => {
-          const [cluster, inventory] = await Promise.all([
-            this.store.getCluster(id),
-            this.store.getInventory(id),
-          ]);
-          return { id, cluster, inventory };
-        }),
-      ),
-    ]);
-    for (const { id, cluster, inventory } of donors) {
-      if (!cluster) continue;
-      out.set(id, {
-        cluster,
-        agent: this.agentOf(conns, id),
-        inventory,
-        reservations: live.filter((r) => r.donor === id),
-      });
+    for (const id of new Set(ids)) {
+      const d = this.view.donorSnapshot(id);
+      if (d) out.set(id, d);
     }
     return out;
   }
@@ -805,25 +830,37 @@ export class Core implements BrokerCore {
   // -------------------------------------------------------------------------------------
   // Placement
 
+  /** Every candidate donor as the engine sees it (the full evaluation: simulate, refusals). */
   private async snapshot(origin: string, only: readonly string[]): Promise<PlacementSnapshot> {
-    const [clusters, peerings] = await Promise.all([
-      this.store.listClusters(),
-      this.store.listPeerings({ origin }),
-    ]);
+    await this.view.ready();
     const restrict = new Set(only);
-    const candidates = clusters.filter(
-      (c) => c.id !== origin && (restrict.size === 0 || restrict.has(c.id)),
-    );
-    const peered = new Map(peerings.map((p) => [p.donor, p]));
-    const loaded = await this.donorSnapshots(
-      candidates.filter((c) => peered.has(c.id)).map((c) => c.id),
-    );
-    const donors = candidates.map((c): DonorSnapshot =>
-      loaded.has(c.id)
-        ? { ...loaded.get(c.id)!, peering: peered.get(c.id) }
-        : { cluster: c, reservations: [] },
-    );
+    const donors: DonorSnapshot[] = [];
+    for (const c of this.view.allClusters()) {
+      if (c.id === origin || (restrict.size > 0 && !restrict.has(c.id))) continue;
+      const d = this.view.peering(origin, c.id)
+        ? this.view.donorSnapshot(c.id, origin)
+        : { cluster: c, reservations: [] };
+      if (d) donors.push(d);
+    }
     return { origin, now: this.now(), heartbeatTimeoutMs: this.heartbeatTimeoutMs, donors };
+  }
+
+  /** The origin's peered donors for the fast path. */
+  private *fastDonors(origin: string): Generator<FastDonor> {
+    for (const peering of this.view.peeringsOf({ origin })) {
+      const cluster = this.view.cluster(peering.donor);
+      const summary = this.view.summary(peering.donor);
+      if (!cluster || !summary) continue;
+      const view = this.view;
+      yield {
+        cluster,
+        peering,
+        agent: view.connection(peering.donor, 'agent'),
+        inventory: view.inventory(peering.donor),
+        summary,
+        snapshot: () => view.donorSnapshot(peering.donor, origin)!,
+      };
+    }
   }
 
   private async checkOrigin(origin: string, request: PlacementRequest): Promise<PlacementRequest> {
@@ -863,36 +900,81 @@ export class Core implements BrokerCore {
     const policy = req.policy ?? this.policy;
     let lost: Extract<ReserveResult, { ok: false }> | undefined;
     let verdicts: CandidateVerdict[] = [];
-    // A second look when every candidate was taken between snapshot and reserve.
-    for (let attempt = 0; attempt < 2; attempt++) {
-      const result = evaluatePlacement(await this.snapshot(origin, req.donors), req, policy);
-      verdicts = result.verdicts;
-      if (result.refusal) {
-        return {
-          placed: false,
-          code: result.refusal.code,
-          reason: result.refusal.reason,
-          verdicts,
-        };
+    // Another look when every candidate was taken between choosing and reserving (by
+    // another replica, or a change the view had not caught up with).
+    for (let attempt = 0; attempt < PLACE_ATTEMPTS; attempt++) {
+      await this.view.ready();
+      const now = this.now();
+      let candidates = fastCandidates(
+        {
+          origin,
+          now,
+          heartbeatTimeoutMs: this.heartbeatTimeoutMs,
+          donors: this.fastDonors(origin),
+        },
+        req,
+        policy,
+        CANDIDATES_PER_ATTEMPT,
+      );
+      verdicts = candidates.map((c) => ({
+        donor: c.donor,
+        node: c.node,
+        reason: '',
+        score: c.score,
+      }));
+      if (candidates.length === 0) {
+        // Nothing fits: the full evaluation says why, node by node.
+        const result = evaluatePlacement(await this.snapshot(origin, req.donors), req, policy);
+        verdicts = result.verdicts;
+        if (result.refusal) {
+          return {
+            placed: false,
+            code: result.refusal.code,
+            reason: result.refusal.reason,
+            verdicts,
+          };
+        }
+        candidates = result.candidates.slice(0, CANDIDATES_PER_ATTEMPT);
       }
-      for (const c of result.candidates) {
-        const res = await this.store.reserve(
-          {
-            id: randomUUID(),
-            origin,
-            donor: c.donor,
-            node: c.node,
-            resource: c.resource,
-            gpus: c.gpus,
-            pod: req.pod,
-            ttlMs: this.reservationTtlMs,
-            peeringMaxGpus: c.peeringMaxGpus,
-            donorMaxGpus: c.donorMaxGpus,
-            donorMaxGpusPerOrigin: c.donorMaxGpusPerOrigin,
-          },
-          this.now(),
-        );
+      for (const c of candidates) {
+        const id = randomUUID();
+        const at = this.now();
+        // Concurrent placements on this replica see the promise while it is being made.
+        this.view.hold({
+          id,
+          origin,
+          donor: c.donor,
+          node: c.node,
+          resource: c.resource,
+          gpus: c.gpus,
+          pod: req.pod,
+          state: 'open',
+          createdAt: at.toISOString(),
+          expiresAt: new Date(at.getTime() + this.reservationTtlMs).toISOString(),
+        });
+        let res: ReserveResult;
+        try {
+          res = await this.store.reserve(
+            {
+              id,
+              origin,
+              donor: c.donor,
+              node: c.node,
+              resource: c.resource,
+              gpus: c.gpus,
+              pod: req.pod,
+              ttlMs: this.reservationTtlMs,
+              peeringMaxGpus: c.peeringMaxGpus,
+              donorMaxGpus: c.donorMaxGpus,
+              donorMaxGpusPerOrigin: c.donorMaxGpusPerOrigin,
+            },
+            at,
+          );
+        } finally {
+          this.view.unhold(id, c.donor);
+        }
         if (res.ok) {
+          this.view.noteReservation(res.reservation);
           this.log.info(
             {
               reservation: res.reservation.id,
@@ -913,6 +995,8 @@ export class Core implements BrokerCore {
           if (winner) return this.retried(origin, winner);
           continue;
         }
+        // The store saw the donor otherwise than the view: read it again.
+        this.view.invalidate(c.donor);
         lost = res;
         const v = verdicts.find((x) => x.donor === c.donor && x.node === c.node && x.reason === '');
         if (v) v.reason = `${c.donor}/${c.node}: taken concurrently (${res.reason})`;
@@ -997,6 +1081,7 @@ export class Core implements BrokerCore {
       this.now(),
     );
     if (released) {
+      this.view.noteReservation(released);
       this.log.info({ reservation: reservationId, origin, reason }, 'reservation released');
       this.scheduleLending(r.donor);
     }
@@ -1026,7 +1111,10 @@ export class Core implements BrokerCore {
         r.id,
         new Date(this.now().getTime() + this.reservationTtlMs),
       );
-      if (extended) return extended;
+      if (extended) {
+        this.view.noteReservation(extended);
+        return extended;
+      }
       // Bound or finished in between: read it again.
       return this.assertReservationLive(origin, donor, podUid, reservationId);
     }
@@ -1038,42 +1126,47 @@ export class Core implements BrokerCore {
 
   async capacity(filter: CapacityFilter = {}): Promise<CapacitySummary> {
     const f = validateCapacityFilter(filter);
-    const clusters = (await this.store.listClusters()).filter(
-      (c) => c.role !== 'origin' && c.revokedAt === undefined && c.id !== f.origin,
-    );
-    let peerings = new Map<string, PeeringRecord>();
-    if (f.origin !== undefined) {
-      const list = await this.store.listPeerings({ origin: f.origin });
-      peerings = new Map(
-        list.filter((p) => p.deletingSince === undefined).map((p) => [p.donor, p]),
-      );
+    await this.view.ready();
+    const ids: string[] = [];
+    for (const c of this.view.allClusters()) {
+      if (c.role === 'origin' || c.revokedAt !== undefined || c.id === f.origin) continue;
+      if (f.origin !== undefined) {
+        const p = this.view.peering(f.origin, c.id);
+        if (!p || p.deletingSince !== undefined) continue;
+      }
+      ids.push(c.id);
     }
-    const ids = clusters
-      .map((c) => c.id)
-      .filter((id) => f.origin === undefined || peerings.has(id));
-    const donors = await this.donorSnapshots(ids);
+    ids.sort(compareNames);
     const now = this.now();
     const rows: CapacityRow[] = [];
-    for (const id of [...ids].sort()) {
-      const d = donors.get(id);
-      if (!d) continue;
-      const peering = peerings.get(id);
+    for (const id of ids) {
+      const cluster = this.view.cluster(id)!;
+      const summary = this.view.summary(id);
+      if (!summary) continue;
+      const peering = f.origin === undefined ? undefined : this.view.peering(f.origin, id);
       let headroom = Infinity;
       if (f.origin !== undefined) {
         // An origin sees only what it could be given now.
         const state = clusterReadiness(
-          d.cluster,
-          d.agent,
+          cluster,
+          this.view.connection(id, 'agent'),
           now,
           this.heartbeatTimeoutMs,
-          d.inventory !== undefined,
+          this.view.inventory(id) !== undefined,
         ).state;
-        if (state !== 'Ready' || d.cluster.policy.cordoned) continue;
-        headroom = quotaHeadroom(d.cluster.policy, peering, f.origin, usageOf(d.reservations));
+        if (state !== 'Ready' || cluster.policy.cordoned) continue;
+        headroom = quotaHeadroom(cluster.policy, peering, f.origin, summary.usage);
       }
       const byKey = new Map<string, CapacityRow>();
-      for (const node of d.inventory?.nodes ?? []) {
-        if (nodeLendable(node, d.cluster.policy, peering) !== undefined) continue;
+      for (const { node, lendable, free: freeOf } of summary.nodes) {
+        if (!lendable) continue;
+        if (
+          peering &&
+          peering.gpuProducts.length > 0 &&
+          !peering.gpuProducts.includes(node.gpuProduct)
+        ) {
+          continue;
+        }
         if (f.gpuProduct !== undefined && node.gpuProduct !== f.gpuProduct) continue;
         if (f.minGpuMemoryMiB !== undefined && node.gpuMemoryMiB < f.minGpuMemoryMiB) continue;
         for (const [resource, amount] of Object.entries(node.gpus)) {
@@ -1093,7 +1186,7 @@ export class Core implements BrokerCore {
             };
             byKey.set(key, row);
           }
-          const free = effectiveFree(node, resource, d.reservations);
+          const free = freeOf[resource] ?? 0;
           row.allocatable += amount.allocatable;
           row.free += free;
           row.largestFreeOnNode = Math.max(row.largestFreeOnNode, free);
@@ -1187,6 +1280,9 @@ export class Core implements BrokerCore {
   start(): void {
     if (this.reaperTimer) return;
     this.stopped = false;
+    this.view.start().catch((err: unknown) => {
+      this.log.warn({ err }, 'could not subscribe to other replicas; relying on re-reads');
+    });
     const run = (): void => {
       if (this.tickRun) return;
       this.tickRun = this.tick().finally(() => {
@@ -1206,6 +1302,7 @@ export class Core implements BrokerCore {
     this.lendingTimer = undefined;
     this.pendingLending.clear();
     await Promise.allSettled([this.tickRun, this.lendingRun]);
+    await this.view.stop();
   }
 
   /** One reaper pass: expire reservations, notice readiness flips, refresh revocations. */
@@ -1214,6 +1311,7 @@ export class Core implements BrokerCore {
     try {
       const expired = await this.store.expire(now);
       for (const r of expired) {
+        this.view.noteReservation(r);
         this.log.info({ reservation: r.id, donor: r.donor, node: r.node }, 'reservation expired');
         this.scheduleLending(r.donor);
       }
@@ -1226,15 +1324,13 @@ export class Core implements BrokerCore {
   }
 
   private async checkReadiness(now: Date): Promise<void> {
-    const [clusters, conns] = await Promise.all([
-      this.store.listClusters(),
-      this.store.listConnections(),
-    ]);
+    await this.view.ready();
+    // Heartbeats land on whichever replica holds the stream: re-read who was seen when.
+    await this.view.refreshConnections();
     const flipped: string[] = [];
-    for (const c of clusters) {
-      const agent = this.agentOf(conns, c.id);
-      // Only a cluster without a connection needs its inventory to tell Pending from NotReady.
-      const hasInventory = agent ? true : (await this.store.getInventory(c.id)) !== undefined;
+    for (const c of [...this.view.allClusters()]) {
+      const agent = this.view.connection(c.id, 'agent');
+      const hasInventory = this.view.inventory(c.id) !== undefined;
       const state = clusterReadiness(c, agent, now, this.heartbeatTimeoutMs, hasInventory).state;
       const before = this.readiness.get(c.id);
       this.readiness.set(c.id, state);

@@ -108,6 +108,9 @@ export function clusterReadiness(
 
 /** The node's labels plus GFD product/memory labels derived from its report. */
 export function nodeLabels(node: NodeInventory): Record<string, string> {
+  // Inventory nodes are replaced, never mutated, so the derived labels can be kept per object.
+  const cached = derivedLabels.get(node);
+  if (cached) return cached;
   const labels = { ...node.labels };
   if (labels[GPU_PRODUCT_LABEL] === undefined && node.gpuProduct !== '') {
     labels[GPU_PRODUCT_LABEL] = node.gpuProduct;
@@ -115,7 +118,15 @@ export function nodeLabels(node: NodeInventory): Record<string, string> {
   if (labels[GPU_MEMORY_LABEL] === undefined && node.gpuMemoryMiB > 0) {
     labels[GPU_MEMORY_LABEL] = String(node.gpuMemoryMiB);
   }
+  derivedLabels.set(node, labels);
   return labels;
+}
+
+const derivedLabels = new WeakMap<NodeInventory, Record<string, string>>();
+
+/** Code-unit order: deterministic, and cheap enough to run for every node of every donor. */
+export function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function describeRequirement(r: LabelRequirement): string {
@@ -314,16 +325,16 @@ function quotaViolation(
 
 /** Deterministic order: the policy's criterion, then donor and node names. */
 export function compareCandidates(policy: PlacementPolicy, a: Candidate, b: Candidate): number {
-  const byName = a.donor.localeCompare(b.donor, 'en') || a.node.localeCompare(b.node, 'en');
+  const byName = (): number => compareNames(a.donor, b.donor) || compareNames(a.node, b.node);
   switch (policy) {
     case 'spread':
-      return b.freeAfter - a.freeAfter || byName;
+      return b.freeAfter - a.freeAfter || byName();
     case 'cost':
-      return a.costPerGpuHour - b.costPerGpuHour || a.freeAfter - b.freeAfter || byName;
+      return a.costPerGpuHour - b.costPerGpuHour || a.freeAfter - b.freeAfter || byName();
     case 'binpack':
     default:
       // Fewest left free first keeps big nodes whole for big pods.
-      return a.freeAfter - b.freeAfter || byName;
+      return a.freeAfter - b.freeAfter || byName();
   }
 }
 
@@ -346,6 +357,84 @@ function describeAsk(request: PlacementRequest): string {
   );
   if (product) what += ` of product ${product.values.join(' or ')}`;
   return what;
+}
+
+/** What one peered, ready donor's nodes offer a request. */
+export interface DonorNodes {
+  fits: Candidate[];
+  /** Why each other node does not fit (empty unless asked for). */
+  nodeVerdicts: CandidateVerdict[];
+  /** The most free GPUs on a lendable node too small for the request. */
+  largestFree: number;
+}
+
+/**
+ * Filters and scores one donor's nodes. `freeOf` gives a node's effective free GPUs when
+ * the caller has them already (see fast.ts); otherwise they are computed here.
+ */
+export function evaluateDonorNodes(
+  d: DonorSnapshot,
+  peering: PeeringRecord,
+  nodes: readonly NodeInventory[],
+  request: PlacementRequest,
+  policy: PlacementPolicy,
+  opts: { verdicts?: boolean; freeOf?: (node: NodeInventory) => number } = {},
+): DonorNodes {
+  const id = d.cluster.id;
+  const withVerdicts = opts.verdicts ?? true;
+  const open = opts.freeOf ? undefined : openByNode(d.reservations);
+  const fits: Candidate[] = [];
+  const nodeVerdicts: CandidateVerdict[] = [];
+  let largestFree = 0;
+  const cost = d.cluster.policy.costPerGpuHour;
+  for (const node of nodes) {
+    const free = opts.freeOf
+      ? opts.freeOf(node)
+      : effectiveFree(node, request.resource, open?.get(node.name) ?? []);
+    const notLent = nodeLendable(node, d.cluster.policy, peering);
+    const why = notLent ?? podMisfit(node, request, free);
+    if (why !== undefined) {
+      if (notLent === undefined && free < request.gpus) largestFree = Math.max(largestFree, free);
+      if (withVerdicts) {
+        nodeVerdicts.push({
+          donor: id,
+          node: node.name,
+          reason: `${id}/${node.name}: ${why}`,
+          score: 0,
+        });
+      }
+      continue;
+    }
+    const freeAfter = free - request.gpus;
+    fits.push({
+      donor: id,
+      node: node.name,
+      resource: request.resource,
+      gpus: request.gpus,
+      score: scoreOf(policy, freeAfter, cost),
+      freeBefore: free,
+      freeAfter,
+      costPerGpuHour: cost,
+      peeringMaxGpus: peering.maxGpus,
+      donorMaxGpus: d.cluster.policy.maxGpus,
+      donorMaxGpusPerOrigin: d.cluster.policy.maxGpusPerOrigin,
+    });
+  }
+  return { fits, nodeVerdicts, largestFree };
+}
+
+/** Open reservations by node: what effectiveFree needs, indexed once per donor. */
+export function openByNode(
+  reservations: readonly ReservationRecord[],
+): Map<string, ReservationRecord[]> {
+  const out = new Map<string, ReservationRecord[]>();
+  for (const r of reservations) {
+    if (r.state !== 'open') continue;
+    const list = out.get(r.node);
+    if (list) list.push(r);
+    else out.set(r.node, [r]);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -371,7 +460,7 @@ export function evaluatePlacement(
 
   const donors = [...snapshot.donors]
     .filter((d) => d.cluster.id !== origin && (only.size === 0 || only.has(d.cluster.id)))
-    .sort((a, b) => a.cluster.id.localeCompare(b.cluster.id, 'en'));
+    .sort((a, b) => compareNames(a.cluster.id, b.cluster.id));
   for (const id of [...only].sort()) {
     if (id !== origin && !donors.some((d) => d.cluster.id === id)) {
       reject(id, '', `${id}: not a known donor cluster`);
@@ -413,9 +502,7 @@ export function evaluatePlacement(
       reject(id, '', `${id}: ${downReason}`);
       continue;
     }
-    const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) =>
-      a.name.localeCompare(b.name, 'en'),
-    );
+    const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) => compareNames(a.name, b.name));
     if (nodes.length === 0) {
       reject(
         id,
@@ -426,38 +513,12 @@ export function evaluatePlacement(
     }
     const usage = usageOf(d.reservations);
     const overQuota = quotaViolation(d.cluster.policy, d.peering, origin, usage, request.gpus);
-    const fits: Candidate[] = [];
-    const nodeVerdicts: CandidateVerdict[] = [];
-    for (const node of nodes) {
-      const free = effectiveFree(node, request.resource, d.reservations);
-      const notLent = nodeLendable(node, d.cluster.policy, d.peering);
-      const why = notLent ?? podMisfit(node, request, free);
-      if (why !== undefined) {
-        if (notLent === undefined && free < request.gpus) largestFree = Math.max(largestFree, free);
-        nodeVerdicts.push({
-          donor: id,
-          node: node.name,
-          reason: `${id}/${node.name}: ${why}`,
-          score: 0,
-        });
-        continue;
-      }
-      const freeAfter = free - request.gpus;
-      const cost = d.cluster.policy.costPerGpuHour;
-      fits.push({
-        donor: id,
-        node: node.name,
-        resource: request.resource,
-        gpus: request.gpus,
-        score: scoreOf(policy, freeAfter, cost),
-        freeBefore: free,
-        freeAfter,
-        costPerGpuHour: cost,
-        peeringMaxGpus: d.peering.maxGpus,
-        donorMaxGpus: d.cluster.policy.maxGpus,
-        donorMaxGpusPerOrigin: d.cluster.policy.maxGpusPerOrigin,
-      });
-    }
+    const {
+      fits,
+      nodeVerdicts,
+      largestFree: donorLargest,
+    } = evaluateDonorNodes(d, d.peering, nodes, request, policy);
+    largestFree = Math.max(largestFree, donorLargest);
     if (overQuota !== undefined) {
       // Quota is the reason only where a node would otherwise have taken the pod.
       if (fits.length > 0) quotaBlocked.push(`${id}: ${overQuota}`);
@@ -470,10 +531,9 @@ export function evaluatePlacement(
   }
 
   candidates.sort((a, b) => compareCandidates(policy, a, b));
-  for (const c of candidates)
-    verdicts.push({ donor: c.donor, node: c.node, reason: '', score: c.score });
+  const explained = capVerdicts(verdicts, candidates);
 
-  if (candidates.length > 0) return { candidates, verdicts };
+  if (candidates.length > 0) return { candidates, verdicts: explained };
   let refusal: EngineResult['refusal'];
   if (peered === 0) {
     refusal = {
@@ -499,7 +559,32 @@ export function evaluatePlacement(
       reason: `no node on a peered donor fits ${describeAsk(request)}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`,
     };
   }
-  return { candidates, verdicts, refusal };
+  return { candidates, verdicts: explained, refusal };
+}
+
+/** Verdicts a result carries at most: a thousand-donor fleet is explained by a sample. */
+export const MAX_VERDICTS = 200;
+const MAX_CANDIDATE_VERDICTS = 20;
+
+/** Rejections then candidates (best first); past MAX_VERDICTS, the best candidates and the first rejections, and a count of the rest. */
+function capVerdicts(
+  rejections: readonly CandidateVerdict[],
+  candidates: readonly Candidate[],
+): CandidateVerdict[] {
+  const chosen = (list: readonly Candidate[]): CandidateVerdict[] =>
+    list.map((c) => ({ donor: c.donor, node: c.node, reason: '', score: c.score }));
+  if (rejections.length + candidates.length <= MAX_VERDICTS) {
+    return [...rejections, ...chosen(candidates)];
+  }
+  const best = chosen(candidates.slice(0, MAX_CANDIDATE_VERDICTS));
+  const room = MAX_VERDICTS - best.length - 1;
+  const shown = rejections.slice(0, room);
+  const hidden = rejections.length - shown.length + (candidates.length - best.length);
+  return [
+    ...shown,
+    { donor: '', node: '', reason: `${hidden} more nodes not listed`, score: 0 },
+    ...best,
+  ];
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import {
   ErrorCode,
@@ -23,7 +23,7 @@ import type {
   ReserveRequest,
   ReserveResult,
 } from '../model.js';
-import type { Store } from './store.js';
+import type { Store, ViewFeed, ViewNotice } from './store.js';
 import {
   compareReservations,
   compareText,
@@ -483,6 +483,40 @@ export class RedisStore implements Store {
 
   private k(key: string): string {
     return this.prefix + key;
+  }
+
+  openFeed(): ViewFeed {
+    const channel = this.k('view');
+    const self = randomUUID();
+    let sub: Redis | undefined;
+    return {
+      publish: (notice) => {
+        if (this.closed || this.client.status !== 'ready') return;
+        this.client.publish(channel, JSON.stringify({ from: self, notice })).catch(() => {
+          // A lost notice is repaired by the next full re-read of the view.
+        });
+      },
+      subscribe: async (onNotice) => {
+        sub = this.client.duplicate({ enableOfflineQueue: true });
+        sub.on('error', (err: Error) =>
+          this.logger?.debug({ err: err.message }, 'view feed connection error'),
+        );
+        sub.on('message', (_channel: string, message: string) => {
+          try {
+            const m = JSON.parse(message) as { from?: string; notice?: ViewNotice };
+            if (m.from !== self && m.notice) onNotice(m.notice);
+          } catch (err) {
+            this.logger?.warn({ err }, 'unreadable view notice ignored');
+          }
+        });
+        await sub.subscribe(channel);
+      },
+      close: async () => {
+        const s = sub;
+        sub = undefined;
+        if (s) await s.quit().catch(() => s.disconnect());
+      },
+    };
   }
 
   /** Waits (bounded) for a connecting client; a down Redis is STORE_UNAVAILABLE, not a hang. */
@@ -967,7 +1001,14 @@ export class RedisStore implements Store {
 
   listReservations(filter: ReservationFilter = {}): Promise<ReservationRecord[]> {
     return this.op(async () => {
-      const ids = await this.client.zrange(this.k('rsv:all'), 0, '-1');
+      // Live reservations are indexed by pod; only history needs the full list.
+      const liveOnly =
+        filter.states !== undefined &&
+        filter.states.length > 0 &&
+        filter.states.every((s) => s === 'open' || s === 'bound');
+      const ids = liveOnly
+        ? await this.client.hvals(this.k('rsv:pod'))
+        : await this.client.zrange(this.k('rsv:all'), 0, '-1');
       const states = filter.states && filter.states.length > 0 ? new Set(filter.states) : undefined;
       return (await this.hashes(ids.map((id) => `rsv:${id}`)))
         .map(toReservation)

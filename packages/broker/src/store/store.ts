@@ -1,5 +1,6 @@
 import type {
   ApiTokenRecord,
+  ConnectionRecord as ConnRecord,
   CapacityUpdate,
   ClusterInventory,
   ClusterRecord,
@@ -123,9 +124,31 @@ export interface Store {
   /** Deletes reservations that finished (released/expired/ended) before `olderThan`. */
   pruneFinished?(olderThan: Date): Promise<number>;
 
+  /** A channel to the other replicas on this store; absent for a single-process store. */
+  openFeed?(): ViewFeed;
+
   // REST API tokens.
   putApiToken(token: ApiTokenRecord): Promise<void>;
   getApiToken(id: string): Promise<ApiTokenRecord | undefined>;
   listApiTokens(): Promise<ApiTokenRecord[]>;
   deleteApiToken(id: string): Promise<boolean>;
+}
+
+/**
+ * What one broker replica tells the others after a write, so their in-memory views stay
+ * close to the store (see core/view.ts). Small: a record, or "re-read X".
+ */
+export type ViewNotice =
+  | { k: 'rsv'; r: ReservationRecord }
+  | { k: 'donor'; id: string }
+  | { k: 'cluster'; id: string }
+  | { k: 'peering'; origin: string; donor: string }
+  | { k: 'conn'; c: ConnRecord }
+  | { k: 'connGone'; clusterId: string; component: Component; brokerId: string };
+
+/** Carries notices between the replicas sharing a store; a replica never hears its own. */
+export interface ViewFeed {
+  publish(notice: ViewNotice): void;
+  subscribe(onNotice: (notice: ViewNotice) => void): Promise<void>;
+  close(): Promise<void>;
 }

@@ -1,0 +1,445 @@
+import type { Logger } from '@spillway/common';
+import type {
+  ClusterInventory,
+  ClusterRecord,
+  Component,
+  ConnectionRecord,
+  PeeringRecord,
+  ReservationRecord,
+} from '../model.js';
+import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
+import type { DonorSnapshot } from '../placement/engine.js';
+import { summarizeDonor, type DonorSummary } from '../placement/fast.js';
+
+/**
+ * A replica's in-memory picture of what placement and capacity queries read: clusters,
+ * peerings, inventories, agent connections and live reservations. The store stays the
+ * truth — reserve() re-checks every promise atomically — so the view only has to be
+ * close: a stale entry costs a failed reserve (after which that donor is re-read), never a
+ * GPU promised twice.
+ *
+ * It is kept current by this replica's own writes (the Core notes each one), by notices
+ * from other replicas over a ViewFeed (Redis pub/sub when replicas share a Redis store),
+ * and by a full re-read every `resyncMs` that repairs anything a lost notice left behind.
+ */
+
+export interface ViewOptions {
+  store: Store;
+  logger: Logger;
+  feed?: ViewFeed | undefined;
+  /** Full re-read from the store this often. Default 30s. */
+  resyncMs?: number;
+  /** Connections (agents' lastSeenAt, written by every replica) re-read this often. Default 2s. */
+  connectionRefreshMs?: number;
+}
+
+interface DonorEntry {
+  inventory?: ClusterInventory | undefined;
+  live: Map<string, ReservationRecord>;
+  /** Promises being made by this replica's placements right now. */
+  holds: Map<string, ReservationRecord>;
+  /** Set while the donor is re-read: ids noted meanwhile, whose current state wins. */
+  touched?: Set<string> | undefined;
+  /** Bumped on every change; caches below are valid for one version. */
+  version: number;
+  reservations?: { version: number; list: ReservationRecord[] };
+  summary?: { version: number; value: DonorSummary };
+}
+
+const isLive = (r: ReservationRecord): boolean => r.state === 'open' || r.state === 'bound';
+const peeringKey = (origin: string, donor: string): string => `${origin}\u0000${donor}`;
+const connKey = (clusterId: string, component: Component): string =>
+  `${clusterId}\u0000${component}`;
+
+/** Reservation ids that finished recently: a late "open" notice must not revive them. */
+const TOMBSTONE_LIMIT = 100_000;
+
+export class StoreView {
+  private readonly store: Store;
+  private readonly log: Logger;
+  private readonly feed: ViewFeed | undefined;
+  private readonly resyncMs: number;
+  private readonly connectionRefreshMs: number;
+
+  private clusters = new Map<string, ClusterRecord>();
+  private peerings = new Map<string, PeeringRecord>();
+  private byOrigin = new Map<string, Map<string, PeeringRecord>>();
+  private byDonor = new Map<string, Map<string, PeeringRecord>>();
+  private conns = new Map<string, ConnectionRecord>();
+  private donors = new Map<string, DonorEntry>();
+  private podIndex = new Map<string, ReservationRecord>();
+  private tombstones = new Set<string>();
+
+  private loaded = false;
+  private loading: Promise<void> | undefined;
+  /** Notices seen while a load is in flight, replayed over its result. */
+  private replay: ViewNotice[] | undefined;
+  private loadedAt = Number.NEGATIVE_INFINITY;
+  private connsAt = Number.NEGATIVE_INFINITY;
+  private connsLoading: Promise<void> | undefined;
+  private readonly donorLoads = new Map<string, Promise<void>>();
+  private readonly dirtyDonors = new Set<string>();
+
+  constructor(opts: ViewOptions) {
+    this.store = opts.store;
+    this.log = opts.logger;
+    this.feed = opts.feed;
+    this.resyncMs = opts.resyncMs ?? 30_000;
+    this.connectionRefreshMs = opts.connectionRefreshMs ?? 2000;
+  }
+
+  /** Subscribes to the feed (if any). Loading happens on first use. */
+  async start(): Promise<void> {
+    await this.feed?.subscribe((n) => this.apply(n, false));
+  }
+
+  async stop(): Promise<void> {
+    await this.feed?.close();
+  }
+
+  /**
+   * Loads the view once (and again when a full re-read is due, in the background), and
+   * re-reads donors marked dirty. Throws what the store throws while never loaded.
+   */
+  async ready(): Promise<void> {
+    if (!this.loaded) {
+      await this.load();
+    } else if (performance.now() - this.loadedAt >= this.resyncMs) {
+      void this.load().catch((err: unknown) => {
+        this.log.warn({ err }, 'view re-read failed; keeping the current one');
+      });
+    }
+    if (this.dirtyDonors.size > 0) {
+      const ids = [...this.dirtyDonors];
+      this.dirtyDonors.clear();
+      await Promise.all(
+        ids.map((id) => this.reloadDonor(id).catch(() => this.dirtyDonors.add(id))),
+      );
+    }
+  }
+
+  /** A full re-read; concurrent callers share one. */
+  load(): Promise<void> {
+    this.loading ??= (async () => {
+      this.replay = [];
+      try {
+        const [clusters, peerings, inventories, conns, live] = await Promise.all([
+          this.store.listClusters(),
+          this.store.listPeerings(),
+          this.store.listInventories(),
+          this.store.listConnections(),
+          this.store.listReservations({ states: ['open', 'bound'] }),
+        ]);
+        const queued = this.replay;
+        this.clusters = new Map(clusters.map((c) => [c.id, c]));
+        this.peerings = new Map();
+        this.byOrigin = new Map();
+        this.byDonor = new Map();
+        for (const p of peerings) this.setPeering(p.origin, p.donor, p);
+        this.conns = new Map(conns.map((c) => [connKey(c.clusterId, c.component), c]));
+        const previous = this.donors;
+        this.donors = new Map();
+        this.podIndex = new Map();
+        this.tombstones = new Set();
+        // Promises in flight survive a re-read; they end when their reserve() answers.
+        for (const [id, e] of previous) if (e.holds.size > 0) this.entry(id).holds = e.holds;
+        for (const inv of inventories) this.entry(inv.clusterId).inventory = inv;
+        for (const r of live) this.putReservation(r);
+        for (const n of queued) this.apply(n, false);
+        this.loaded = true;
+        this.loadedAt = performance.now();
+        this.connsAt = this.loadedAt;
+      } finally {
+        this.replay = undefined;
+        this.loading = undefined;
+      }
+    })();
+    return this.loading;
+  }
+
+  /** Re-reads connections when due (lastSeenAt moves on every heartbeat, on any replica). */
+  async refreshConnections(force = false): Promise<void> {
+    if (!force && performance.now() - this.connsAt < this.connectionRefreshMs) return;
+    this.connsLoading ??= (async () => {
+      try {
+        const started = performance.now();
+        const conns = await this.store.listConnections();
+        this.conns = new Map(conns.map((c) => [connKey(c.clusterId, c.component), c]));
+        this.connsAt = started;
+      } finally {
+        this.connsLoading = undefined;
+      }
+    })();
+    await this.connsLoading;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Reads
+
+  cluster(id: string): ClusterRecord | undefined {
+    return this.clusters.get(id);
+  }
+
+  allClusters(): IterableIterator<ClusterRecord> {
+    return this.clusters.values();
+  }
+
+  peering(origin: string, donor: string): PeeringRecord | undefined {
+    return this.peerings.get(peeringKey(origin, donor));
+  }
+
+  peeringsOf(filter: { origin?: string; donor?: string }): PeeringRecord[] {
+    if (filter.origin !== undefined) {
+      const all = [...(this.byOrigin.get(filter.origin)?.values() ?? [])];
+      return filter.donor === undefined ? all : all.filter((p) => p.donor === filter.donor);
+    }
+    if (filter.donor !== undefined) return [...(this.byDonor.get(filter.donor)?.values() ?? [])];
+    return [...this.peerings.values()];
+  }
+
+  connection(clusterId: string, component: Component): ConnectionRecord | undefined {
+    return this.conns.get(connKey(clusterId, component));
+  }
+
+  connections(): ConnectionRecord[] {
+    return [...this.conns.values()];
+  }
+
+  inventory(id: string): ClusterInventory | undefined {
+    return this.donors.get(id)?.inventory;
+  }
+
+  /** Live reservations on the donor (a cached array: do not mutate). */
+  reservationsOn(donor: string): ReservationRecord[] {
+    const e = this.donors.get(donor);
+    if (!e) return [];
+    if (e.reservations?.version !== e.version) {
+      const list = [...e.live.values()];
+      for (const h of e.holds.values()) if (!e.live.has(h.id)) list.push(h);
+      e.reservations = { version: e.version, list };
+    }
+    return e.reservations.list;
+  }
+
+  /** The donor as the placement engine sees it, for one origin's peering. */
+  donorSnapshot(donor: string, origin?: string): DonorSnapshot | undefined {
+    const cluster = this.clusters.get(donor);
+    if (!cluster) return undefined;
+    return {
+      cluster,
+      peering: origin === undefined ? undefined : this.peering(origin, donor),
+      agent: this.connection(donor, 'agent'),
+      inventory: this.inventory(donor),
+      reservations: this.reservationsOn(donor),
+    };
+  }
+
+  /** Per-node free GPUs and usage of the donor, recomputed only after it changed. */
+  summary(donor: string): DonorSummary | undefined {
+    const e = this.donors.get(donor);
+    const cluster = this.clusters.get(donor);
+    if (!e || !cluster) return undefined;
+    if (e.summary?.version !== e.version) {
+      e.summary = {
+        version: e.version,
+        value: summarizeDonor(cluster.policy, e.inventory, this.reservationsOn(donor)),
+      };
+    }
+    return e.summary.value;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Writes by this replica: apply, then tell the others.
+
+  noteReservation(r: ReservationRecord): void {
+    this.apply({ k: 'rsv', r }, true);
+  }
+
+  noteCluster(c: ClusterRecord): void {
+    this.clusters.set(c.id, c);
+    this.bump(c.id);
+    this.feed?.publish({ k: 'cluster', id: c.id });
+  }
+
+  notePeering(origin: string, donor: string, p: PeeringRecord | undefined): void {
+    this.setPeering(origin, donor, p);
+    this.feed?.publish({ k: 'peering', origin, donor });
+  }
+
+  noteInventory(id: string, inv: ClusterInventory | undefined): void {
+    this.entry(id).inventory = inv;
+    this.bump(id);
+    this.feed?.publish({ k: 'donor', id });
+  }
+
+  noteConnection(c: ConnectionRecord, publish = true): void {
+    this.conns.set(connKey(c.clusterId, c.component), c);
+    if (publish) this.feed?.publish({ k: 'conn', c });
+  }
+
+  noteConnectionGone(clusterId: string, component: Component, brokerId: string): void {
+    this.apply({ k: 'connGone', clusterId, component, brokerId }, true);
+  }
+
+  /** A GPU promise in flight: concurrent placements here see it at once. */
+  hold(r: ReservationRecord): void {
+    const e = this.entry(r.donor);
+    e.holds.set(r.id, r);
+    e.version++;
+  }
+
+  /** Ends a hold: its reserve() answered (a success is noted as a reservation too). */
+  unhold(id: string, donor: string): void {
+    const e = this.donors.get(donor);
+    if (e?.holds.delete(id)) e.version++;
+  }
+
+  /** The donor is re-read before the next placement (a reserve found it not as seen). */
+  invalidate(donor: string): void {
+    this.dirtyDonors.add(donor);
+  }
+
+  // ------------------------------------------------------------------------------------
+
+  private apply(n: ViewNotice, local: boolean): void {
+    if (this.replay && !local) this.replay.push(n);
+    switch (n.k) {
+      case 'rsv':
+        this.putReservation(n.r);
+        break;
+      case 'donor':
+        this.dirtyDonors.add(n.id);
+        break;
+      case 'cluster':
+        void this.reloadCluster(n.id);
+        break;
+      case 'peering':
+        void this.reloadPeering(n.origin, n.donor);
+        break;
+      case 'conn':
+        this.conns.set(connKey(n.c.clusterId, n.c.component), n.c);
+        break;
+      case 'connGone': {
+        const key = connKey(n.clusterId, n.component);
+        if (this.conns.get(key)?.brokerId === n.brokerId) this.conns.delete(key);
+        break;
+      }
+    }
+    if (local) {
+      if (this.replay) this.replay.push(n);
+      this.feed?.publish(n);
+    }
+  }
+
+  private entry(id: string): DonorEntry {
+    let e = this.donors.get(id);
+    if (!e) {
+      e = { live: new Map(), holds: new Map(), version: 0 };
+      this.donors.set(id, e);
+    }
+    return e;
+  }
+
+  private bump(id: string): void {
+    const e = this.donors.get(id);
+    if (e) e.version++;
+  }
+
+  private putReservation(r: ReservationRecord): void {
+    const e = this.entry(r.donor);
+    e.touched?.add(r.id);
+    if (isLive(r)) {
+      if (this.tombstones.has(r.id)) return;
+      e.live.set(r.id, r);
+      this.podIndex.set(r.pod.uid, r);
+    } else {
+      e.live.delete(r.id);
+      if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
+      if (this.tombstones.size >= TOMBSTONE_LIMIT) this.tombstones.clear();
+      this.tombstones.add(r.id);
+    }
+    e.version++;
+  }
+
+  private setPeering(origin: string, donor: string, p: PeeringRecord | undefined): void {
+    const key = peeringKey(origin, donor);
+    if (p) {
+      this.peerings.set(key, p);
+      let o = this.byOrigin.get(origin);
+      if (!o) this.byOrigin.set(origin, (o = new Map<string, PeeringRecord>()));
+      o.set(donor, p);
+      let d = this.byDonor.get(donor);
+      if (!d) this.byDonor.set(donor, (d = new Map<string, PeeringRecord>()));
+      d.set(origin, p);
+    } else {
+      this.peerings.delete(key);
+      this.byOrigin.get(origin)?.delete(donor);
+      this.byDonor.get(donor)?.delete(origin);
+    }
+  }
+
+  private async reloadCluster(id: string): Promise<void> {
+    try {
+      const c = await this.store.getCluster(id);
+      if (c) this.clusters.set(id, c);
+      else this.clusters.delete(id);
+      this.bump(id);
+    } catch (err) {
+      this.log.debug(
+        { err, clusterId: id },
+        'could not re-read a cluster; next re-read repairs it',
+      );
+    }
+  }
+
+  private async reloadPeering(origin: string, donor: string): Promise<void> {
+    try {
+      this.setPeering(origin, donor, await this.store.getPeering(origin, donor));
+    } catch (err) {
+      this.log.debug(
+        { err, origin, donor },
+        'could not re-read a peering; next re-read repairs it',
+      );
+    }
+  }
+
+  /** Re-reads one donor's record, inventory and live reservations. */
+  private reloadDonor(id: string): Promise<void> {
+    let p = this.donorLoads.get(id);
+    if (p) return p;
+    p = (async () => {
+      const touched = new Set<string>();
+      this.entry(id).touched = touched;
+      try {
+        const [cluster, inventory, live] = await Promise.all([
+          this.store.getCluster(id),
+          this.store.getInventory(id),
+          this.store.listReservations({ donor: id, states: ['open', 'bound'] }),
+        ]);
+        const e = this.entry(id);
+        e.touched = undefined;
+        if (cluster) this.clusters.set(id, cluster);
+        else this.clusters.delete(id);
+        e.inventory = inventory;
+        // What was noted while reading is newer than what was read.
+        const kept = new Map<string, ReservationRecord>();
+        for (const rid of touched) {
+          const r = e.live.get(rid);
+          if (r) kept.set(rid, r);
+        }
+        for (const r of e.live.values()) {
+          if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
+        }
+        e.live = new Map();
+        for (const r of live) if (!touched.has(r.id)) this.putReservation(r);
+        for (const r of kept.values()) this.putReservation(r);
+        e.version++;
+      } finally {
+        const e = this.donors.get(id);
+        if (e?.touched === touched) e.touched = undefined;
+      }
+    })().finally(() => this.donorLoads.delete(id));
+    this.donorLoads.set(id, p);
+    return p;
+  }
+}

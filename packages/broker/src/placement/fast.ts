@@ -1,0 +1,235 @@
+import type { PlacementRequest } from '../core/api.js';
+import type {
+  ClusterInventory,
+  ClusterRecord,
+  ConnectionRecord,
+  DonorPolicy,
+  NodeInventory,
+  PeeringRecord,
+  PlacementPolicy,
+  ReservationRecord,
+} from '../model.js';
+import {
+  GPU_PRODUCT_LABEL,
+  clusterReadiness,
+  compareCandidates,
+  compareNames,
+  effectiveFree,
+  evaluateDonorNodes,
+  nodeLabels,
+  nodeLendable,
+  openByNode,
+  quotaHeadroom,
+  requirementMismatch,
+  usageOf,
+  type Candidate,
+  type DonorSnapshot,
+  type DonorUsage,
+} from './engine.js';
+
+/**
+ * Placement over many donors without looking at every node. Each donor keeps a summary
+ * (recomputed only when the donor changes): the effective free GPUs of each node its
+ * policy lends, grouped by resource and product and sorted. From it, a bound on the best
+ * candidate the donor could offer a request; donors are visited best bound first, and the
+ * walk stops once `k` candidates are found that no later donor could beat. The answer is
+ * the same as scoring every node (evaluatePlacement), only cheaper: requirements the
+ * summary does not capture (taints, other labels, CPU, memory) can only make a donor's
+ * real candidates worse than its bound, never better.
+ */
+
+export interface NodeFree {
+  node: NodeInventory;
+  /** Lent by the donor's own policy (ready, uncordoned, selected); peerings may narrow it. */
+  lendable: boolean;
+  /** Effective free GPUs by resource: reported minus open reservations not yet reflected. */
+  free: Record<string, number>;
+}
+
+export interface FreeGroup {
+  /** The value of nvidia.com/gpu.product as node requirements see it ('' when unset). */
+  labelProduct: string;
+  /** The reported product, which peerings restrict. */
+  gpuProduct: string;
+  /** Effective free GPUs of the group's lendable nodes, ascending. */
+  free: number[];
+}
+
+export interface DonorSummary {
+  nodes: NodeFree[];
+  byName: Map<string, NodeFree>;
+  byResource: Map<string, FreeGroup[]>;
+  usage: DonorUsage;
+}
+
+export function summarizeDonor(
+  policy: DonorPolicy,
+  inventory: ClusterInventory | undefined,
+  reservations: readonly ReservationRecord[],
+): DonorSummary {
+  const open = openByNode(reservations);
+  const nodes: NodeFree[] = [];
+  const byName = new Map<string, NodeFree>();
+  const groups = new Map<string, FreeGroup>();
+  const byResource = new Map<string, FreeGroup[]>();
+  for (const node of inventory?.nodes ?? []) {
+    const lendable = nodeLendable(node, policy) === undefined;
+    const free: Record<string, number> = {};
+    const mine = open.get(node.name) ?? [];
+    for (const resource of Object.keys(node.gpus)) {
+      free[resource] = effectiveFree(node, resource, mine);
+    }
+    const nf: NodeFree = { node, lendable, free };
+    nodes.push(nf);
+    byName.set(node.name, nf);
+    if (!lendable) continue;
+    const labelProduct = nodeLabels(node)[GPU_PRODUCT_LABEL] ?? '';
+    for (const [resource, n] of Object.entries(free)) {
+      const key = `${resource}\u0000${labelProduct}\u0000${node.gpuProduct}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = { labelProduct, gpuProduct: node.gpuProduct, free: [] };
+        groups.set(key, g);
+        const list = byResource.get(resource);
+        if (list) list.push(g);
+        else byResource.set(resource, [g]);
+      }
+      g.free.push(n);
+    }
+  }
+  for (const g of groups.values()) g.free.sort((a, b) => a - b);
+  return { nodes, byName, byResource, usage: usageOf(reservations) };
+}
+
+/** A peered donor as the fast path needs it. */
+export interface FastDonor {
+  cluster: ClusterRecord;
+  peering: PeeringRecord;
+  agent: ConnectionRecord | undefined;
+  inventory: ClusterInventory | undefined;
+  summary: DonorSummary;
+  /** The full snapshot, for the donor's node-level evaluation. */
+  snapshot(): DonorSnapshot;
+}
+
+export interface FastInput {
+  origin: string;
+  now: Date;
+  heartbeatTimeoutMs: number;
+  donors: Iterable<FastDonor>;
+}
+
+/** Whether a node whose product label is `labelProduct` meets every product requirement. */
+function productAllowed(request: PlacementRequest, labelProduct: string): boolean {
+  const labels: Record<string, string> =
+    labelProduct === '' ? {} : { [GPU_PRODUCT_LABEL]: labelProduct };
+  for (const r of request.nodeRequirements) {
+    if (r.key === GPU_PRODUCT_LABEL && requirementMismatch(labels, r) !== undefined) return false;
+  }
+  return true;
+}
+
+/** Smallest index with free[i] >= want. */
+function lowerBound(free: readonly number[], want: number): number {
+  let lo = 0;
+  let hi = free.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (free[mid]! < want) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** The best freeAfter any node of the donor could give the request, if any can. */
+function donorBound(
+  d: FastDonor,
+  request: PlacementRequest,
+  policy: PlacementPolicy,
+): number | undefined {
+  const groups = d.summary.byResource.get(request.resource);
+  if (!groups) return undefined;
+  const allowed = d.peering.gpuProducts;
+  let best: number | undefined;
+  for (const g of groups) {
+    if (allowed.length > 0 && !allowed.includes(g.gpuProduct)) continue;
+    if (!productAllowed(request, g.labelProduct)) continue;
+    const i = lowerBound(g.free, request.gpus);
+    if (i === g.free.length) continue;
+    // Spread wants the most left free; bin-pack and cost the least.
+    const after = (policy === 'spread' ? g.free[g.free.length - 1]! : g.free[i]!) - request.gpus;
+    if (best === undefined || (policy === 'spread' ? after > best : after < best)) best = after;
+  }
+  return best;
+}
+
+function pseudo(d: FastDonor, freeAfter: number): Candidate {
+  return {
+    donor: d.cluster.id,
+    // '' sorts before every node name: the best this donor could offer.
+    node: '',
+    resource: '',
+    gpus: 0,
+    score: 0,
+    freeBefore: 0,
+    freeAfter,
+    costPerGpuHour: d.cluster.policy.costPerGpuHour,
+    peeringMaxGpus: 0,
+    donorMaxGpus: 0,
+    donorMaxGpusPerOrigin: 0,
+  };
+}
+
+/**
+ * The best `k` candidates, best first — the first `k` evaluatePlacement would return — or
+ * none, in which case the caller asks evaluatePlacement why.
+ */
+export function fastCandidates(
+  input: FastInput,
+  request: PlacementRequest,
+  policy: PlacementPolicy,
+  k: number,
+): Candidate[] {
+  const only = request.donors.length > 0 ? new Set(request.donors) : undefined;
+  const entries: { d: FastDonor; bound: Candidate }[] = [];
+  for (const d of input.donors) {
+    const id = d.cluster.id;
+    if (id === input.origin || (only && !only.has(id))) continue;
+    if (d.cluster.role === 'origin' || d.peering.deletingSince !== undefined) continue;
+    if (d.cluster.policy.cordoned) continue;
+    const ready = clusterReadiness(
+      d.cluster,
+      d.agent,
+      input.now,
+      input.heartbeatTimeoutMs,
+      d.inventory !== undefined,
+    );
+    if (ready.state !== 'Ready') continue;
+    const bound = donorBound(d, request, policy);
+    if (bound === undefined) continue;
+    if (quotaHeadroom(d.cluster.policy, d.peering, input.origin, d.summary.usage) < request.gpus) {
+      continue;
+    }
+    entries.push({ d, bound: pseudo(d, bound) });
+  }
+  entries.sort((a, b) => compareCandidates(policy, a.bound, b.bound));
+  const top: Candidate[] = [];
+  for (const { d, bound } of entries) {
+    if (top.length >= k && compareCandidates(policy, top[k - 1]!, bound) < 0) break;
+    const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) => compareNames(a.name, b.name));
+    const { fits } = evaluateDonorNodes(d.snapshot(), d.peering, nodes, request, policy, {
+      verdicts: false,
+      freeOf: (node) => d.summary.byName.get(node.name)?.free[request.resource] ?? 0,
+    });
+    for (const c of fits) insertTop(top, c, k, policy);
+  }
+  return top;
+}
+
+function insertTop(top: Candidate[], c: Candidate, k: number, policy: PlacementPolicy): void {
+  if (top.length >= k && compareCandidates(policy, c, top[k - 1]!) >= 0) return;
+  let i = top.length;
+  while (i > 0 && compareCandidates(policy, c, top[i - 1]!) < 0) i--;
+  top.splice(i, 0, c);
+  if (top.length > k) top.pop();
+}
