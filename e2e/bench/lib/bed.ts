@@ -23,6 +23,8 @@ const AGENT_MAIN = join(ROOT, 'packages/agent/dist/main.js');
 const SHIM_MAIN = join(ROOT, 'packages/virtual-node/dist/main.js');
 
 export const SYSTEM_NS = 'spillway-system';
+/** Extra Node.js flags for every daemon the bed starts, space-separated. */
+export const DAEMON_NODE_ARGS_ENV = 'SPILLWAY_BENCH_NODE_ARGS';
 /** Origin namespace of the offloaded pods (labelled for offloading). */
 export const OFFLOAD_NS = 'bench';
 /** Donor namespace of the pods created directly there (the baseline). */
@@ -66,6 +68,8 @@ function daemon(
     process.execPath,
     [
       ...(cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', join(cpuProfDir, name)] : []),
+      // For memory work: e.g. --heapsnapshot-signal=SIGUSR2 with --diagnostic-dir.
+      ...(process.env[DAEMON_NODE_ARGS_ENV]?.split(' ').filter(Boolean) ?? []),
       main,
       ...args,
     ],

@@ -139,6 +139,7 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
         }
       : undefined,
   );
+  const statusRef: { status?: StatusReflector } = {};
   const executor = new Executor({
     kc,
     tenants,
@@ -149,6 +150,7 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
     },
     gpuResources: cfg.gpuResources,
     gpuTolerations,
+    offloadedPods: () => statusRef.status?.cache(),
   });
 
   const holder: { stream?: ClusterStream } = {};
@@ -167,19 +169,22 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
     sendStatus: (e) => send({ pod_status: e }),
     sendEvent: (e) => send({ pod_event: e }),
   });
+  statusRef.status = status;
   // Caches first: the first snapshot the broker sees must be complete.
   await Promise.all([reporter.start(), status.start()]);
 
-  // Peering changes are applied in order; commands wait for the latest one so a pod is
-  // never created before its tenant namespace.
+  // Peering changes are applied in order, coalesced. A command waits only until its own
+  // origin's tenant namespace is written as the latest state wants it, so a pod is never
+  // created before its tenant namespace, and never waits behind other tenants' writes.
   let peeringSync: Promise<void> = Promise.resolve();
   const onPeerings = (asDonor: Peering__Output[]): void => {
-    peeringSync = peeringSync
-      .then(() => tenants.sync(asDonor))
+    peeringSync = tenants
+      .sync(asDonor)
       .catch((err: unknown) => logger.error({ err }, 'tenant namespace sync failed'));
   };
   const onCommand = (cmd: Command__Output): void => {
-    void peeringSync
+    void tenants
+      .whenReady(cmd.origin_cluster)
       .then(() => executor.handle(cmd, (chunk) => send({ log_chunk: chunk })))
       .then((result) => {
         if (result) send({ command_result: result });

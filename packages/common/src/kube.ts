@@ -1,7 +1,8 @@
 import {
   KubeConfig,
+  ListWatch,
   PatchStrategy,
-  makeInformer,
+  Watch,
   setHeaderOptions,
   type Informer,
   type KubernetesObject,
@@ -93,18 +94,78 @@ export interface ManagedInformer<T extends KubernetesObject> {
   stop(): Promise<void>;
 }
 
+/** Removes metadata.managedFields (in place): no controller reads it, and it is often half an object. */
+export function stripManagedFields<T extends KubernetesObject>(obj: T): T {
+  if (obj.metadata?.managedFields) delete obj.metadata.managedFields;
+  return obj;
+}
+
+export interface InformerOptions<T extends KubernetesObject> {
+  labelSelector?: string;
+  fieldSelector?: string;
+  /**
+   * Applied to every listed and watched object before it is cached and handed to the
+   * handlers, e.g. to drop what nobody reads (see stripManagedFields). It may change the
+   * object in place but must keep metadata.name, namespace and resourceVersion.
+   */
+  transform?: (obj: T) => T;
+}
+
+/** A Watch whose objects pass through `transform` first (ERROR and BOOKMARK are left alone). */
+function transformingWatch<T extends KubernetesObject>(
+  kc: KubeConfig,
+  transform: (obj: T) => T,
+): Watch {
+  const inner = new Watch(kc);
+  const wrapped: Pick<Watch, 'watch'> = {
+    watch: (path, params, callback, done) =>
+      inner.watch(
+        path,
+        params,
+        (phase, obj, raw) =>
+          callback(
+            phase,
+            phase === 'ERROR' || phase === 'BOOKMARK' || !obj ? obj : transform(obj as T),
+            raw,
+          ),
+        done,
+      ),
+  };
+  return wrapped as Watch;
+}
+
 /**
  * An informer that keeps itself running: client-node's informer lists, watches and
- * handles 410 resyncs; on a watch error it stops, so restart it with backoff.
+ * handles 410 resyncs; on a watch error it stops, so restart it with backoff. The last
+ * argument is a label selector or the options (selectors and a transform of cached objects).
  */
 export function runInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   path: string,
   list: ListPromise<T>,
   logger: Logger,
-  labelSelector?: string,
+  labelSelectorOrOptions?: string | InformerOptions<T>,
 ): ManagedInformer<T> {
-  const informer = makeInformer<T>(kc, path, list, labelSelector);
+  const opts: InformerOptions<T> =
+    typeof labelSelectorOrOptions === 'string'
+      ? { labelSelector: labelSelectorOrOptions }
+      : (labelSelectorOrOptions ?? {});
+  const { transform } = opts;
+  const listFn: ListPromise<T> = transform
+    ? async () => {
+        const l = await list();
+        l.items = l.items.map(transform);
+        return l;
+      }
+    : list;
+  const informer = new ListWatch<T>(
+    path,
+    transform ? transformingWatch(kc, transform) : new Watch(kc),
+    listFn,
+    false,
+    opts.labelSelector,
+    opts.fieldSelector,
+  );
   const backoff = new Backoff({ baseMs: 200, maxMs: 10_000 });
   let stopped = false;
   let isSynced = false;

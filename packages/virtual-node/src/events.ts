@@ -31,12 +31,32 @@ const MAX_SEEN = 4096;
  */
 export class EventRecorder {
   private readonly seen = new Map<string, Seen>();
+  /** Per pod uid, the tail of the events being written for it by `emit`. */
+  private readonly pending = new Map<string, Promise<void>>();
 
   constructor(
     private readonly core: CoreV1Api,
     private readonly instance: string,
     private readonly logger: Logger,
   ) {}
+
+  /**
+   * Records without waiting: for events on a pod's hot path. Events of one pod are still
+   * written in order, so repeats are counted on one Event.
+   */
+  emit(pod: V1Pod, e: EventInput): void {
+    const uid = pod.metadata?.uid ?? '';
+    const tail = (this.pending.get(uid) ?? Promise.resolve()).then(() => this.record(pod, e));
+    this.pending.set(uid, tail);
+    void tail.then(() => {
+      if (this.pending.get(uid) === tail) this.pending.delete(uid);
+    });
+  }
+
+  /** Resolves once every event passed to `emit` so far is written (or given up on). */
+  async flush(): Promise<void> {
+    await Promise.all(this.pending.values());
+  }
 
   async record(pod: V1Pod, e: EventInput): Promise<void> {
     const uid = pod.metadata?.uid ?? '';

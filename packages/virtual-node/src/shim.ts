@@ -15,6 +15,7 @@ import {
   VIRTUAL_NODE_TYPE_VALUE,
   loadKubeConfig,
   runInformer,
+  stripManagedFields,
   type Logger,
   type ManagedInformer,
 } from '@spillway/common';
@@ -104,6 +105,7 @@ export async function startVirtualNode(
       '/api/v1/pods',
       () => core.listPodForAllNamespaces(),
       informerLog.child({ informer: 'pods' }),
+      { transform: stripManagedFields },
     );
     undo.push(() => pods.stop());
     const nodeSelector = `${VIRTUAL_NODE_LABEL_TYPE}=${VIRTUAL_NODE_TYPE_VALUE}`;
@@ -112,7 +114,7 @@ export async function startVirtualNode(
       '/api/v1/nodes',
       () => core.listNode({ labelSelector: nodeSelector }),
       informerLog.child({ informer: 'nodes' }),
-      nodeSelector,
+      { labelSelector: nodeSelector, transform: stripManagedFields },
     );
     undo.push(() => nodes.stop());
     let namespaces: ManagedInformer<V1Namespace> | undefined;
@@ -123,7 +125,7 @@ export async function startVirtualNode(
         '/api/v1/namespaces',
         () => core.listNamespace({ labelSelector: nsSelector }),
         informerLog.child({ informer: 'namespaces' }),
-        nsSelector,
+        { labelSelector: nsSelector, transform: stripManagedFields },
       );
       namespaces = inf;
       undo.push(() => inf.stop());

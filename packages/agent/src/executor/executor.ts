@@ -39,6 +39,7 @@ import {
   reflectConfigMap,
   reflectSecret,
   reflectedName,
+  remotePodName,
   translatePod,
 } from '../forge/pod.js';
 import { assertPodAllowed, type DonorPodPolicy } from '../forge/policy.js';
@@ -54,6 +55,18 @@ export interface ExecutorOptions {
   gpuTolerations: readonly V1Toleration[];
   /** Largest accepted object in a command, bytes. */
   maxObjectBytes?: number;
+  /**
+   * The agent's cache of the pods it created (the status reflector's informer), once synced:
+   * answers "does this origin pod's copy exist" without a List call on the hot path. A pod
+   * the cache does not (yet) show is looked up in the API server as before.
+   */
+  offloadedPods?: () => OffloadedPodCache | undefined;
+}
+
+/** Read access to a cache of offloaded pods. */
+export interface OffloadedPodCache {
+  get(name: string, namespace?: string): V1Pod | undefined;
+  list(namespace?: string): readonly V1Pod[];
 }
 
 function invalid(message: string, field: string): SpillwayError {
@@ -196,7 +209,9 @@ export class Executor {
       gpuTolerations: this.opts.gpuTolerations,
       allowServiceAccountToken: this.opts.policy.allowServiceAccountToken,
     });
-    const existing = await this.findPod(tenant.namespace, ref.uid);
+    // The copy's name follows from the origin pod's uid: a copy the cache does not show yet
+    // is caught by AlreadyExists below.
+    const existing = this.cached(tenant.namespace, remote.metadata!.name!, ref.uid);
     if (existing) {
       return {
         remote_namespace: tenant.namespace,
@@ -262,9 +277,13 @@ export class Executor {
   }
 
   private async gpusInUse(namespace: string): Promise<number> {
-    const pods = await this.core.listNamespacedPod({ namespace });
+    // The ResourceQuota is the hard limit; this check only gives the origin a clear reason.
+    const cache = this.opts.offloadedPods?.();
+    const items = cache
+      ? cache.list(namespace)
+      : (await this.core.listNamespacedPod({ namespace })).items;
     let n = 0;
-    for (const p of pods.items) {
+    for (const p of items) {
       if (
         p.status?.phase === 'Succeeded' ||
         p.status?.phase === 'Failed' ||
@@ -300,6 +319,32 @@ export class Executor {
     }
   }
 
+  /** The copy of an origin pod in the cache, when the cache has it under its usual name. */
+  private cached(namespace: string, name: string, originUid: string): V1Pod | undefined {
+    const p = this.opts.offloadedPods?.()?.get(name, namespace);
+    return p?.metadata?.labels?.[LABEL_ORIGIN_UID] === originUid ? p : undefined;
+  }
+
+  /** The copy of an origin pod: from the cache if it has it, else from the API server. */
+  private async findOrigin(
+    namespace: string,
+    origin: string,
+    ref: { namespace?: string; name?: string; uid?: string } | null | undefined,
+  ): Promise<V1Pod | undefined> {
+    const uid = ref?.uid ?? '';
+    if (ref?.name && ref.namespace) {
+      const name = remotePodName({
+        originCluster: origin,
+        namespace: ref.namespace,
+        name: ref.name,
+        uid,
+      });
+      const hit = this.cached(namespace, name, uid);
+      if (hit) return hit;
+    }
+    return this.findPod(namespace, uid);
+  }
+
   private async findPod(namespace: string, originUid: string): Promise<V1Pod | undefined> {
     const list = await this.core.listNamespacedPod({
       namespace,
@@ -312,7 +357,7 @@ export class Executor {
     const uid = req.pod?.uid;
     if (!uid) throw invalid('pod.uid is required', 'pod.uid');
     const ns = this.tenantFor(origin);
-    const pod = await this.findPod(ns, uid);
+    const pod = await this.findOrigin(ns, origin, req.pod);
     if (!pod) {
       await this.collectReflected(ns);
       return { not_found: true };
@@ -428,7 +473,7 @@ export class Executor {
     const ns = this.tenantFor(origin);
     const uid = req.pod?.uid;
     if (!uid) throw invalid('pod.uid is required', 'pod.uid');
-    const pod = await this.findPod(ns, uid);
+    const pod = await this.findOrigin(ns, origin, req.pod);
     if (!pod)
       throw new SpillwayError(
         ErrorCode.NOT_FOUND,

@@ -4,10 +4,12 @@ import {
   LABEL_MANAGED_BY,
   MANAGED_BY_VALUE,
   runInformer,
+  stripManagedFields,
   type Logger,
   type ManagedInformer,
 } from '@spillway/common';
 import { originOf } from '../forge/pod.js';
+import { slimEvent } from '../inventory/slim.js';
 
 export interface StatusReflectorOptions {
   kc: KubeConfig;
@@ -16,6 +18,9 @@ export interface StatusReflectorOptions {
   sendStatus: (e: PodStatusEvent) => void;
   sendEvent: (e: PodEventReport) => void;
 }
+
+/** Events about pods: the only ones an origin is told of. */
+const EVENT_SELECTOR = 'involvedObject.kind=Pod';
 
 /** The status fields an origin mirrors; anything else changing is not worth a message. */
 export function statusFingerprint(pod: V1Pod): string {
@@ -67,6 +72,7 @@ export class StatusReflector {
   private pods?: ManagedInformer<V1Pod>;
   private events?: ManagedInformer<CoreV1Event>;
   private readonly sent = new Map<string, string>();
+  private synced = false;
 
   constructor(private readonly opts: StatusReflectorOptions) {}
 
@@ -78,7 +84,7 @@ export class StatusReflector {
       '/api/v1/pods',
       () => core.listPodForAllNamespaces({ labelSelector: selector }),
       this.opts.logger.child({ informer: 'offloaded-pods' }),
-      selector,
+      { labelSelector: selector, transform: stripManagedFields },
     );
     this.pods.informer.on('add', (p) => this.onPod(p, false));
     this.pods.informer.on('update', (p) => this.onPod(p, false));
@@ -86,12 +92,15 @@ export class StatusReflector {
     this.events = runInformer<CoreV1Event>(
       this.opts.kc,
       '/api/v1/events',
-      () => core.listEventForAllNamespaces(),
+      () => core.listEventForAllNamespaces({ fieldSelector: EVENT_SELECTOR }),
       this.opts.logger.child({ informer: 'events' }),
+      // Only pod events are forwarded, and only of tenant pods: cache no more than that.
+      { fieldSelector: EVENT_SELECTOR, transform: (e) => slimEvent(e) },
     );
     this.events.informer.on('add', (e) => this.onEvent(e));
     this.events.informer.on('update', (e) => this.onEvent(e));
     await Promise.all([this.pods.synced, this.events.synced]);
+    this.synced = true;
   }
 
   private onPod(pod: V1Pod, deleted: boolean): void {
@@ -127,6 +136,11 @@ export class StatusReflector {
       count: e.count ?? 1,
       last_unix_ms: String(last ? new Date(last).getTime() : Date.now()),
     });
+  }
+
+  /** The cache of offloaded pods, once it holds the cluster as it is. */
+  cache(): ManagedInformer<V1Pod>['informer'] | undefined {
+    return this.synced ? this.pods?.informer : undefined;
   }
 
   /** Re-sends every offloaded pod's status (after a reconnect, the broker may have missed some). */

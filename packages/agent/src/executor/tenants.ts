@@ -109,14 +109,37 @@ export function tenantsFromPeerings(asDonor: readonly Peering__Output[]): Tenant
   }));
 }
 
+/** What `ensure` writes for a tenant: when it is unchanged, there is nothing to write again. */
+function tenantFingerprint(t: Tenant): string {
+  return JSON.stringify([t.namespace, t.maxGpus, t.podSecurity, t.draining]);
+}
+
+/** How often every tenant namespace is written again even when the peering did not change. */
+const FULL_SYNC_MS = 60_000;
+
 /**
  * Keeps one tenant namespace per peered origin, with its quota and Pod Security level, and
  * removes the namespaces of origins no longer peered (which deletes their pods).
+ *
+ * The broker pushes the peering state every time what a donor lends changes, often several
+ * times a second under load, while the peerings themselves rarely change. So passes are
+ * coalesced (one runs at a time, the next one takes the latest state), and a pass writes only
+ * the tenants whose desired namespace changed since it was last written — every one of them
+ * again after FULL_SYNC_MS or a failure, so the namespaces still converge level-triggered.
  */
 export class TenantManager {
   private readonly core: CoreV1Api;
   private tenants = new Map<string, Tenant>();
   private known = false;
+  /** Origin → fingerprint of the tenant as last written to the API server. */
+  private readonly applied = new Map<string, string>();
+  private lastFull = 0;
+  private sweepNeeded = true;
+  private running: Promise<void> | undefined;
+  private again = false;
+  /** Settles the callers waiting for the pass after the running one. */
+  private next: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } =
+    TenantManager.deferred();
 
   private readonly rbac: RbacAuthorizationV1Api;
   private readonly authz: AuthorizationV1Api;
@@ -126,10 +149,27 @@ export class TenantManager {
     private readonly gpuResources: readonly string[],
     private readonly logger: Logger,
     private readonly access?: TenantAccess,
+    private readonly now: () => number = Date.now,
   ) {
     this.core = kc.makeApiClient(CoreV1Api);
     this.rbac = kc.makeApiClient(RbacAuthorizationV1Api);
     this.authz = kc.makeApiClient(AuthorizationV1Api);
+  }
+
+  private static deferred(): {
+    promise: Promise<void>;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+  } {
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // A failed pass is also reported by the pass that follows; waiters see it, not the process.
+    promise.catch(() => undefined);
+    return { promise, resolve, reject };
   }
 
   /** The tenant for an origin, if peered (undefined before the broker has said). */
@@ -146,23 +186,99 @@ export class TenantManager {
     return [...this.tenants.values()];
   }
 
-  async sync(asDonor: readonly Peering__Output[]): Promise<void> {
+  /**
+   * True when the origin's tenant namespace is written as the latest peering state wants it
+   * (or the origin is not peered, so a command for it is refused anyway): its commands need
+   * not wait for a pass.
+   */
+  isReady(origin: string): boolean {
+    const t = this.tenants.get(origin);
+    return !t || this.applied.get(origin) === tenantFingerprint(t);
+  }
+
+  /**
+   * Resolves once the origin's tenant namespace is ready for its commands (see isReady), or
+   * once the passes under way have ended without making it so (their error is logged by the
+   * caller of sync; the command then goes ahead and fails if its namespace is missing).
+   */
+  async whenReady(origin: string): Promise<void> {
+    if (this.isReady(origin)) return;
+    // After a failed pass nothing may be running: write it now rather than wait for a push.
+    this.running ??= this.loop();
+    await this.running;
+  }
+
+  /**
+   * Takes the latest peering state and resolves once a pass that started after this call has
+   * written it. Passes never overlap: calls made while one runs share the pass after it.
+   */
+  sync(asDonor: readonly Peering__Output[]): Promise<void> {
     const desired = tenantsFromPeerings(asDonor);
+    const before = this.tenants;
     this.tenants = new Map(desired.map((t) => [t.origin, t]));
     this.known = true;
-    for (const t of desired) await this.ensure(t);
-    const existing = await this.core.listNamespace({ labelSelector: `${LABEL_TENANT}=true` });
-    for (const ns of existing.items) {
-      const origin = ns.metadata?.labels?.[LABEL_ORIGIN_CLUSTER];
-      if (origin && !this.tenants.has(origin) && !ns.metadata?.deletionTimestamp) {
-        this.logger.info(
-          { namespace: ns.metadata?.name, origin },
-          'peering removed; deleting tenant namespace',
-        );
-        await this.core.deleteNamespace({ name: ns.metadata!.name! }).catch((err: unknown) => {
-          if (!isNotFound(err)) throw err;
-        });
+    for (const origin of before.keys()) if (!this.tenants.has(origin)) this.sweepNeeded = true;
+    const waiter = this.next.promise;
+    if (this.running) {
+      this.again = true;
+    } else {
+      this.running = this.loop();
+    }
+    return waiter;
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        const current = this.next;
+        this.next = TenantManager.deferred();
+        try {
+          await this.pass();
+          current.resolve();
+        } catch (err) {
+          current.reject(err);
+        }
+      } while (this.again);
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  private async pass(): Promise<void> {
+    const full = this.now() - this.lastFull >= FULL_SYNC_MS;
+    const sweep = full || this.sweepNeeded;
+    this.sweepNeeded = false;
+    for (const t of this.tenants.values()) {
+      const fp = tenantFingerprint(t);
+      if (!full && this.applied.get(t.origin) === fp) continue;
+      this.applied.delete(t.origin);
+      await this.ensure(t);
+      // Only if the peering did not change meanwhile; otherwise the next pass writes it.
+      const now = this.tenants.get(t.origin);
+      if (now && tenantFingerprint(now) === fp) this.applied.set(t.origin, fp);
+    }
+    for (const origin of [...this.applied.keys()])
+      if (!this.tenants.has(origin)) this.applied.delete(origin);
+    if (full) this.lastFull = this.now();
+    if (!sweep) return;
+    try {
+      const existing = await this.core.listNamespace({ labelSelector: `${LABEL_TENANT}=true` });
+      for (const ns of existing.items) {
+        const origin = ns.metadata?.labels?.[LABEL_ORIGIN_CLUSTER];
+        if (origin && !this.tenants.has(origin) && !ns.metadata?.deletionTimestamp) {
+          this.logger.info(
+            { namespace: ns.metadata?.name, origin },
+            'peering removed; deleting tenant namespace',
+          );
+          await this.core.deleteNamespace({ name: ns.metadata!.name! }).catch((err: unknown) => {
+            if (!isNotFound(err)) throw err;
+          });
+        }
       }
+    } catch (err) {
+      this.sweepNeeded = true;
+      throw err;
     }
   }
 

@@ -1,7 +1,13 @@
 import { CoreV1Api, type KubeConfig, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import type { CapacityReport, NodeCapacity } from '@spillway/api';
-import { runInformer, type Logger, type ManagedInformer } from '@spillway/common';
+import {
+  runInformer,
+  stripManagedFields,
+  type Logger,
+  type ManagedInformer,
+} from '@spillway/common';
 import { capacityKey, computeNode, podsHoldingResources, type InventoryPolicy } from './compute.js';
+import { slimPodForInventory } from './slim.js';
 
 export interface InventoryReporterOptions {
   kc: KubeConfig;
@@ -43,12 +49,15 @@ export class InventoryReporter {
       '/api/v1/nodes',
       () => core.listNode(),
       log.child({ informer: 'nodes' }),
+      { transform: stripManagedFields },
     );
     this.pods = runInformer<V1Pod>(
       this.opts.kc,
       '/api/v1/pods',
       () => core.listPodForAllNamespaces(),
       log.child({ informer: 'pods' }),
+      // Every pod of the cluster is watched: keep only what the inventory reads.
+      { transform: slimPodForInventory },
     );
     const nodeChanged = (n: V1Node): void => this.markDirty(n.metadata?.name);
     this.nodes.informer.on('add', nodeChanged);

@@ -153,7 +153,7 @@ export class PodLifecycle {
   onPodEvent(e: PodEventReport__Output): void {
     const pod = e.pod ? this.ctx.pods.informer.get(e.pod.name, e.pod.namespace) : undefined;
     if (!pod || pod.metadata?.uid !== e.pod?.uid) return;
-    void this.ctx.events.record(pod, {
+    this.ctx.events.emit(pod, {
       type: e.type === 'Warning' ? 'Warning' : 'Normal',
       reason: e.reason || 'Remote',
       message: `on donor ${e.donor_cluster}: ${e.message}`,
@@ -402,30 +402,61 @@ export class PodLifecycle {
     }
   }
 
-  private async writeStatus(pod: V1Pod, status: V1Pod['status'], log: Logger): Promise<void> {
+  /**
+   * Writes the pod's status as a kubelet does (an update of pods/status, guarded by the pod's
+   * resourceVersion). When the cache lags behind a write of ours the guard fails: the pod is
+   * read again and, if `recompute` gives a status for it, written once more right away.
+   */
+  private async writeStatus(
+    pod: V1Pod,
+    status: V1Pod['status'],
+    log: Logger,
+    recompute?: (fresh: V1Pod) => V1Pod['status'],
+  ): Promise<void> {
     if (!status || !statusDiffers(pod.status, status)) return;
-    await this.ctx.core.replaceNamespacedPodStatus({
-      name: pod.metadata!.name!,
-      namespace: pod.metadata!.namespace!,
-      body: { ...pod, status },
-    });
-    if (status.phase !== pod.status?.phase)
-      log.info({ phase: status.phase, reason: status.reason }, 'pod phase changed');
+    const name = pod.metadata!.name!;
+    const namespace = pod.metadata!.namespace!;
+    let base = pod;
+    let body = status;
+    try {
+      await this.ctx.core.replaceNamespacedPodStatus({
+        name,
+        namespace,
+        body: { ...base, status },
+      });
+    } catch (err) {
+      if (!isConflict(err) || !recompute) throw err;
+      const fresh = await this.ctx.core.readNamespacedPod({ name, namespace });
+      if (fresh.metadata?.uid !== pod.metadata?.uid) return;
+      const again = recompute(fresh);
+      if (!again || !statusDiffers(fresh.status, again)) return;
+      base = fresh;
+      body = again;
+      await this.ctx.core.replaceNamespacedPodStatus({
+        name,
+        namespace,
+        body: { ...base, status: body },
+      });
+    }
+    if (body.phase !== pod.status?.phase)
+      log.info({ phase: body.phase, reason: body.reason }, 'pod phase changed');
   }
 
   private async mirror(pod: V1Pod, rec: RemotePodRecord, log: Logger): Promise<void> {
-    const status = mirrorStatus(
-      pod,
-      { status: rec.status, deleted: rec.deleted, donor: rec.donor },
-      { hostIP: this.ctx.nodeOptions.nodeAddress, now: new Date() },
-    );
-    await this.writeStatus(pod, status, log);
+    const desired = (p: V1Pod): V1Pod['status'] =>
+      mirrorStatus(
+        p,
+        { status: rec.status, deleted: rec.deleted, donor: rec.donor },
+        { hostIP: this.ctx.nodeOptions.nodeAddress, now: new Date() },
+      );
+    const status = desired(pod)!;
+    await this.writeStatus(pod, status, log, desired);
     if (
       status.phase === 'Failed' &&
       status.reason === 'RemotePodDeleted' &&
       pod.status?.phase !== 'Failed'
     )
-      await this.ctx.events.record(pod, {
+      this.ctx.events.emit(pod, {
         type: 'Warning',
         reason: 'RemotePodDeleted',
         message: status.message ?? 'the remote pod was deleted',
@@ -457,7 +488,8 @@ export class PodLifecycle {
     );
     if (first) {
       const on = rec.nodeName ? ` (node ${rec.nodeName})` : '';
-      await this.ctx.events.record(pod, {
+      // Best effort and off the pod's path to Running.
+      this.ctx.events.emit(pod, {
         type: 'Normal',
         reason: REASON_OFFLOADED,
         message: `Offloaded to ${donor}${on} as ${remote}`,
@@ -547,6 +579,7 @@ export class PodLifecycle {
       });
       throw e;
     }
+    let created = false;
     try {
       const res = await ctx.broker.createPod({
         donor_cluster: donor,
@@ -578,7 +611,7 @@ export class PodLifecycle {
         },
         'created remote pod',
       );
-      this.queue.add(key);
+      created = true;
     } catch (err) {
       const e = toSpillwayError(err);
       if (e.code === ErrorCode.CONFLICT && e.field === 'reservation_id') {
@@ -603,6 +636,14 @@ export class PodLifecycle {
       if (!PERMANENT.has(e.code)) throw e;
       await this.refuse(pod, donor, reservation, reasonFromCode(e.code), e.message, log);
     }
+    if (!created) return;
+    // Annotate and mirror now rather than after another trip through the queue; the donor's
+    // reports that arrive meanwhile are taken as the record changes.
+    const uid = pod.metadata!.uid!;
+    const rec = ctx.remote.get(uid);
+    if (!rec) return;
+    const current = await this.ensureAnnotations(pod, donor, rec, log);
+    if (ctx.donors.reachable(donor)) await this.mirror(current, ctx.remote.get(uid) ?? rec, log);
   }
 
   /** The donor will never run this pod: it fails here with the donor's reason, as on a real node. */
