@@ -1,7 +1,13 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { experimental } from '@grpc/grpc-js';
-import { ErrorCode, SpillwayError, inspectCertificate, verifyCertificate } from '@spillway/common';
+import {
+  ErrorCode,
+  SpillwayError,
+  inspectCertificate,
+  verifyCertificate,
+  type CertificateInfo,
+} from '@spillway/common';
 
 /**
  * TLS for the broker's one gRPC port.
@@ -125,8 +131,19 @@ export async function authenticate(
       'this call needs a valid client certificate issued by the Spillway broker (join the cluster first)',
     );
   }
-  const pem = new X509Certificate(peer.raw).toString();
-  const info = verifyCertificate(pem, { caCertPem: caPem, now, requireKind: 'cluster' });
+  const info = verifiedPeer(peer.raw, caPem, now);
+  if (now < info.notBefore) {
+    throw new SpillwayError(
+      ErrorCode.CERT_NOT_YET_VALID,
+      `certificate is not valid before ${info.notBefore.toISOString()}`,
+    );
+  }
+  if (now > info.notAfter) {
+    throw new SpillwayError(
+      ErrorCode.CERT_EXPIRED,
+      `certificate expired at ${info.notAfter.toISOString()}`,
+    );
+  }
   if (await isRevoked(info.serial)) {
     throw new SpillwayError(ErrorCode.CERT_REVOKED, `certificate ${info.serial} has been revoked`);
   }
@@ -135,4 +152,40 @@ export async function authenticate(
     throw new SpillwayError(ErrorCode.CERT_UNTRUSTED, 'certificate carries no cluster identity');
   }
   return { clusterId, serial: info.serial, notAfter: info.notAfter };
+}
+
+/**
+ * Certificates that chained to the CA, by their DER bytes: checking the signature again on
+ * every call of a long-lived channel costs more than the call. The validity window and
+ * revocation are still checked on every call; a new CA starts an empty cache.
+ */
+const verified = { caPem: '', byDer: new Map<string, CertificateInfo>() };
+const VERIFIED_LIMIT = 20_000;
+
+function verifiedPeer(raw: Buffer, caPem: string, now: Date): CertificateInfo {
+  if (verified.caPem !== caPem) {
+    verified.caPem = caPem;
+    verified.byDer = new Map();
+  }
+  const key = raw.toString('base64');
+  const hit = verified.byDer.get(key);
+  if (hit) return hit;
+  const pem = new X509Certificate(raw).toString();
+  // Validity is checked by the caller at each call; verify here only what never changes.
+  const info = verifyCertificate(pem, {
+    caCertPem: caPem,
+    now: validMoment(pem, now),
+    requireKind: 'cluster',
+  });
+  if (verified.byDer.size >= VERIFIED_LIMIT) verified.byDer.clear();
+  verified.byDer.set(key, info);
+  return info;
+}
+
+/** A moment inside the certificate's validity, so verifyCertificate checks chain and kind only. */
+function validMoment(pem: string, now: Date): Date {
+  const x = new X509Certificate(pem);
+  const from = new Date(x.validFrom);
+  const to = new Date(x.validTo);
+  return now < from || now > to ? from : now;
 }
