@@ -18,7 +18,7 @@ import {
   tenantNamespace,
 } from '@spillway/common';
 import { poll } from '../testbed/index.js';
-import { WORK_NAMESPACE, type ChaosBed } from './bed.js';
+import type { ChaosBed } from './bed.js';
 
 export interface Reservation {
   id: string;
@@ -55,7 +55,7 @@ function gpusOf(p: V1Pod): number {
 
 export async function snapshot(bed: ChaosBed, skipDonors: string[] = []): Promise<Snapshot> {
   const at = Date.now();
-  const originList = await bed.origin.core.listNamespacedPod({ namespace: WORK_NAMESPACE });
+  const originList = await bed.origin.core.listNamespacedPod({ namespace: bed.workNamespace });
   const remote = new Map<string, V1Pod[]>();
   const donorPods = new Map<string, V1Pod[]>();
   await Promise.all(

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { LABEL_OFFLOAD } from '@spillway/common';
 import { ComponentProcess } from '../testbed/processes.js';
 import {
@@ -21,7 +22,9 @@ import {
   type TestCluster,
   type Testbed,
 } from '../testbed/index.js';
+import { settle, snapshot, type Snapshot } from './audit.js';
 import { TcpProxy } from './proxy.js';
+import { allRunning, createDeployment, printRecoveries, runningUids } from './workload.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = {
@@ -112,6 +115,8 @@ export class ChaosBed {
   shim!: Daemon;
   redis: Redis | undefined;
   readonly capacity: Capacity = {};
+  /** The origin namespace that offloads (labelled), where every scenario's pods live. */
+  readonly workNamespace = WORK_NAMESPACE;
   private stopped = false;
 
   private constructor(
@@ -353,9 +358,18 @@ export class ChaosBed {
     await startReplica(replica);
   }
 
+  /** Signals our redis-server's process group: SIGSTOP freezes it, SIGCONT thaws it. */
+  signalRedis(signal: NodeJS.Signals): void {
+    const pid = this.redis?.daemon.proc.pid;
+    if (pid === undefined) throw new Error('this bed has no redis-server');
+    process.kill(-pid, signal);
+  }
+
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // A Redis frozen by a failed scenario must not outlive it stopped.
+    if (this.redis?.daemon.running) this.signalRedis('SIGCONT');
     await this.shim?.stop().catch(() => undefined);
     await Promise.all([...this.agents.values()].map((a) => a.stop().catch(() => undefined)));
     await Promise.all(this.brokers.map((b) => b.daemon.stop().catch(() => undefined)));
@@ -368,6 +382,83 @@ export class ChaosBed {
       await rm(this.dir, { recursive: true, force: true });
     }
   }
+}
+
+/** The Deployment that runs offloaded through every fault of a file. */
+export interface SteadyWorkload {
+  pods: number;
+  gpus: number;
+}
+
+/** What a fault file shares: the bed, and what ran before the first fault. */
+export interface ChaosFixture {
+  /** The bed; up once the file's beforeAll has run. */
+  readonly bed: ChaosBed;
+  /** UIDs of the `steady` pods Running before the first fault. */
+  readonly steady: readonly string[];
+  /** Settle check: the very same `steady` pods, all still Running. */
+  steadyUntouched: (s: Snapshot) => string | undefined;
+  /** While a fault lasts: what ran keeps running, in the origin and on its donors. */
+  assertRunningUntouched: (skipDonors?: string[]) => Promise<void>;
+}
+
+/**
+ * Registers a fault file's beforeAll and afterAll: the bed started with `opts`, a
+ * Deployment `steady` offloaded and settled, its pods' UIDs kept; at the end the recovery
+ * times printed under `title` and the bed stopped.
+ */
+export function useChaosBed(
+  title: string,
+  opts: ChaosOptions,
+  workload: SteadyWorkload,
+): ChaosFixture {
+  let bed: ChaosBed | undefined;
+  let steady: string[] = [];
+  const fixture: ChaosFixture = {
+    get bed(): ChaosBed {
+      if (!bed) throw new Error('the chaos bed is not up: its beforeAll failed');
+      return bed;
+    },
+    get steady(): readonly string[] {
+      return steady;
+    },
+    steadyUntouched: (s) => {
+      const now = runningUids(s, 'steady');
+      return JSON.stringify(now) === JSON.stringify(steady)
+        ? undefined
+        : `steady pods changed: ${now.length} Running, ${now.filter((u) => !steady.includes(u)).length} new`;
+    },
+    assertRunningUntouched: async (skipDonors = []) => {
+      const s = await snapshot(fixture.bed, skipDonors);
+      expect(runningUids(s, 'steady')).toEqual(steady);
+      for (const [donor, pods] of s.remote) {
+        const mine = pods.filter((p) => p.metadata?.labels?.app === 'steady');
+        expect(
+          mine.every((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp),
+          `steady copies on ${donor} still Running`,
+        ).toBe(true);
+      }
+    },
+  };
+  beforeAll(async () => {
+    const t0 = Date.now();
+    bed = await ChaosBed.start(opts);
+    await createDeployment(bed, 'steady', workload.pods, workload.gpus);
+    const { snapshot: s } = await settle(
+      bed,
+      'the steady Deployment offloaded',
+      allRunning('steady', workload.pods),
+    );
+    steady = runningUids(s, 'steady');
+    console.log(
+      `chaos bed (${title}) up in ${((Date.now() - t0) / 1000).toFixed(1)} s; logs in ${bed.dir}/logs`,
+    );
+  }, 240_000);
+  afterAll(async () => {
+    printRecoveries(`Recovery times (${title})`);
+    await bed?.stop();
+  });
+  return fixture;
 }
 
 async function startReplica(replica: BrokerReplica, timeoutMs = 30_000): Promise<void> {

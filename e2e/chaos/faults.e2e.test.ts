@@ -2,62 +2,35 @@
 // again, links are dropped and stalled, API servers go away, a donor is lost for good —
 // all while offloaded pods run and new ones are being offloaded. After each: no pod lost or
 // duplicated, no GPU promised twice, no orphan once things settle, and the time it took.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BatchV1Api, type V1Job } from '@kubernetes/client-node';
 import { gpuNode, podOutcome, poll } from '../testbed/index.js';
-import { phases, settle, snapshot, type Snapshot } from './audit.js';
-import { ChaosBed, FULL, HEARTBEAT_TIMEOUT_MS, WORK_NAMESPACE, sleep } from './bed.js';
-import {
-  allRunning,
-  createDeployment,
-  gpuPodSpec,
-  printRecoveries,
-  removeApp,
-  report,
-  runningUids,
-  underFault,
-} from './workload.js';
+import { phases, settle, snapshot } from './audit.js';
+import { FULL, HEARTBEAT_TIMEOUT_MS, WORK_NAMESPACE, sleep, useChaosBed } from './bed.js';
+import { allRunning, both, gpuPodSpec, removeApp, report, underFault } from './workload.js';
 
 const STEADY = 6;
 const STEADY_GPUS = 2;
 /** Donor API server outage: 60 s in the full run, shorter in CI. */
 const DONOR_APISERVER_OUTAGE_MS = FULL ? 60_000 : 15_000;
+/** Broker unreachable for the shim: past the 2 s grace period, short of the donor-lost timeout. */
+const SHIM_OUTAGE_MS = 4_000;
 
-let bed: ChaosBed;
-let steady: string[] = [];
-
-/** The Deployment's pods still Running, the very same ones as before the fault. */
-function steadyUntouched(s: Snapshot): string | undefined {
-  const now = runningUids(s, 'steady');
-  return JSON.stringify(now) === JSON.stringify(steady)
-    ? undefined
-    : `steady pods changed: ${now.length} Running, ${now.filter((u) => !steady.includes(u)).length} new`;
-}
-
-const both =
-  (...checks: ((s: Snapshot) => string | undefined)[]) =>
-  (s: Snapshot): string | undefined => {
-    for (const c of checks) {
-      const why = c(s);
-      if (why) return why;
-    }
-    return undefined;
-  };
-
-/** While a fault lasts: what ran keeps running, in the origin and on its donor. */
-async function assertRunningUntouched(skipDonors: string[] = []): Promise<void> {
-  const s = await snapshot(bed, skipDonors);
-  expect(runningUids(s, 'steady')).toEqual(steady);
-  for (const [donor, pods] of s.remote) {
-    const mine = pods.filter((p) => p.metadata?.labels?.app === 'steady');
-    expect(
-      mine.every((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp),
-      `steady copies on ${donor} still Running`,
-    ).toBe(true);
-  }
-}
+const chaos = useChaosBed(
+  'one broker, SQLite',
+  {
+    store: 'sqlite',
+    donors: {
+      'donor-a': [0, 1, 2].map((i) => gpuNode(`donor-a-gpu-${i}`, 16)),
+      'donor-b': [0, 1, 2].map((i) => gpuNode(`donor-b-gpu-${i}`, 16)),
+    },
+  },
+  { pods: STEADY, gpus: STEADY_GPUS },
+);
+const { steadyUntouched, assertRunningUntouched } = chaos;
 
 async function cordon(donor: string, cordoned: boolean): Promise<void> {
+  const { bed } = chaos;
   await bed.api('PATCH', `/api/v1/clusters/${donor}`, { cordoned });
   await poll(
     async () => {
@@ -68,34 +41,42 @@ async function cordon(donor: string, cordoned: boolean): Promise<void> {
   );
 }
 
-beforeAll(async () => {
-  const t0 = Date.now();
-  bed = await ChaosBed.start({
-    store: 'sqlite',
-    donors: {
-      'donor-a': [0, 1, 2].map((i) => gpuNode(`donor-a-gpu-${i}`, 16)),
-      'donor-b': [0, 1, 2].map((i) => gpuNode(`donor-b-gpu-${i}`, 16)),
-    },
-  });
-  await createDeployment(bed, 'steady', STEADY, STEADY_GPUS);
-  const { snapshot: s } = await settle(
-    bed,
-    'the steady Deployment offloaded',
-    allRunning('steady', STEADY),
-  );
-  steady = runningUids(s, 'steady');
-  console.log(
-    `chaos bed (SQLite) up in ${((Date.now() - t0) / 1000).toFixed(1)} s; logs in ${bed.dir}/logs`,
-  );
-}, 240_000);
+/** The broker's record of the shim's stream: absent while it has none. */
+async function shimStream(): Promise<{ connectedAt: string } | undefined> {
+  const c = (await chaos.bed.api('GET', '/api/v1/clusters/origin')) as {
+    connections: Record<string, { connectedAt: string } | undefined>;
+  };
+  return c.connections['virtual-node'];
+}
 
-afterAll(async () => {
-  printRecoveries('Recovery times (one broker, SQLite)');
-  await bed?.stop();
-});
+/** Waits for a shim stream opened after `since`, then for both virtual nodes Ready. */
+async function waitShimBack(since: number): Promise<number> {
+  const { bed } = chaos;
+  const at = await poll(
+    async () => {
+      const s = await shimStream().catch(() => undefined);
+      return s && Date.parse(s.connectedAt) > since ? Date.now() : undefined;
+    },
+    {
+      timeoutMs: 60_000,
+      intervalMs: 200,
+      what: `a new shim stream at the broker (shim log ${bed.shim.logFile})`,
+      abort: () => bed.shim.died(),
+    },
+  );
+  await bed.waitVirtualNodesReady();
+  return at;
+}
+
+/** How many pods of app are bound to a node. */
+async function bound(app: string): Promise<number> {
+  const s = await snapshot(chaos.bed);
+  return s.origin.filter((p) => p.metadata?.labels?.app === app && p.spec?.nodeName).length;
+}
 
 describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   it('broker SIGKILLed mid-offload and restarted: its SQLite state carries on', async () => {
+    const { bed } = chaos;
     await underFault(bed, {
       fault: 'broker SIGKILL + restart (SQLite)',
       wave: { app: 'w-broker', pods: 12 },
@@ -114,6 +95,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   });
 
   it('agent–broker link dropped: the stream comes back by itself', async () => {
+    const { bed } = chaos;
     // Only donor-a takes new pods, so the wave must go through the link we cut.
     await cordon('donor-b', true);
     try {
@@ -136,6 +118,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   });
 
   it('agent–broker link stalled: the heartbeat timeout notices and the agent reconnects', async () => {
+    const { bed } = chaos;
     await cordon('donor-b', true);
     const proxy = bed.proxies.get('agent:donor-a')!;
     try {
@@ -179,7 +162,86 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
     }
   });
 
+  it('shim–broker link dropped while pods wait for placement: the shim reconnects and places them', async () => {
+    const { bed } = chaos;
+    const proxy = bed.proxies.get('shim')!;
+    try {
+      await underFault(bed, {
+        fault: `shim link cut, broker unreachable ${SHIM_OUTAGE_MS / 1000} s`,
+        wave: { app: 'w-shim-cut', pods: 6 },
+        inject: async () => {
+          // Inside the grace period: the wave's placements are all asked during the outage.
+          await sleep(500);
+          const t = Date.now();
+          proxy.refuse(true);
+          const dropped = proxy.cut();
+          expect(dropped).toBeGreaterThan(0);
+          await sleep(SHIM_OUTAGE_MS);
+          // The grace period is over, and without the broker nothing was placed.
+          expect(await bound('w-shim-cut'), 'wave pods bound while the broker was away').toBe(0);
+          await assertRunningUntouched();
+          proxy.refuse(false);
+          const outageMs = Date.now() - t;
+          const back = await waitShimBack(t);
+          return {
+            outageMs,
+            note: `${dropped} connection(s) reset; the shim's stream back ${((back - t - outageMs) / 1000).toFixed(1)} s after the broker was reachable`,
+          };
+        },
+        expect: both(steadyUntouched, allRunning('w-shim-cut', 6)),
+      });
+      await removeApp(bed, 'w-shim-cut');
+    } finally {
+      proxy.refuse(false);
+    }
+  });
+
+  it('shim–broker link stalled while pods wait for placement: the heartbeat notices and the shim reconnects', async () => {
+    const { bed } = chaos;
+    const proxy = bed.proxies.get('shim')!;
+    try {
+      await underFault(bed, {
+        fault: 'shim link stalled',
+        wave: { app: 'w-shim-stall', pods: 6 },
+        inject: async () => {
+          await sleep(500);
+          const before = await shimStream();
+          expect(before, 'the shim has a stream').toBeDefined();
+          const t = Date.now();
+          // Nothing is closed: only heartbeats and keepalives can tell the link is dead.
+          proxy.stall();
+          const staleLinks = proxy.connections().size;
+          const dropped = await poll(
+            async () =>
+              (await shimStream())?.connectedAt !== before?.connectedAt ? Date.now() : undefined,
+            {
+              timeoutMs: HEARTBEAT_TIMEOUT_MS * 4,
+              intervalMs: 200,
+              what: "the broker drops the shim's silent stream",
+            },
+          );
+          const detectMs = dropped - t;
+          // The broker gives a silent stream heartbeatTimeout, and its reaper a tick more.
+          expect(detectMs).toBeLessThan(HEARTBEAT_TIMEOUT_MS * 3);
+          await assertRunningUntouched();
+          // New connections are not stalled: the shim finds one and opens its stream again.
+          const back = (await waitShimBack(t)) - t;
+          proxy.resume();
+          return {
+            outageMs: back,
+            note: `${staleLinks} link(s) stalled; the broker dropped the stream after ${(detectMs / 1000).toFixed(1)} s, the shim reconnected after ${(back / 1000).toFixed(1)} s`,
+          };
+        },
+        expect: both(steadyUntouched, allRunning('w-shim-stall', 6)),
+      });
+      await removeApp(bed, 'w-shim-stall');
+    } finally {
+      proxy.resume();
+    }
+  });
+
   it('donor agent SIGKILLed while it runs pods and creates new ones, then restarted', async () => {
+    const { bed } = chaos;
     await cordon('donor-b', true);
     try {
       await underFault(bed, {
@@ -205,6 +267,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   });
 
   it(`donor API server stopped for ${DONOR_APISERVER_OUTAGE_MS / 1000} s and restarted`, async () => {
+    const { bed } = chaos;
     await cordon('donor-b', true);
     try {
       await underFault(bed, {
@@ -231,6 +294,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   }, 300_000);
 
   it('shim SIGKILLed in the middle of a burst of 100 pods, then restarted', async () => {
+    const { bed } = chaos;
     const s0 = await snapshot(bed);
     const used = (s0.reservations ?? []).reduce((n, r) => n + r.gpus, 0);
     const free =
@@ -274,6 +338,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   }, 300_000);
 
   it('origin API server restarted while pods are being offloaded', async () => {
+    const { bed } = chaos;
     await underFault(bed, {
       fault: 'origin API server restart',
       wave: { app: 'w-origin', pods: 10 },
@@ -292,6 +357,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
   });
 
   it('donor lost for good: its origin pods fail with the reason, and Jobs run elsewhere', async () => {
+    const { bed } = chaos;
     const batch = bed.origin.kubeConfig.makeApiClient(BatchV1Api);
     // Only donor-b takes the Job's first pods, so they are on the donor we lose.
     await cordon('donor-a', true);

@@ -2,65 +2,40 @@
 // reached by every agent and the shim through a TCP load balancer that round-robins over
 // the live replicas (the broker client dials one address). Replicas and Redis are killed,
 // restarted and frozen while offloaded pods run and new ones are being offloaded.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { gpuNode, poll } from '../testbed/index.js';
-import { settle, snapshot, type Snapshot } from './audit.js';
 import {
   ADMIN_TOKEN,
-  ChaosBed,
   FULL,
   WORK_NAMESPACE,
   sleep,
   startRedisDaemon,
+  useChaosBed,
   type BrokerReplica,
 } from './bed.js';
-import {
-  allRunning,
-  createDeployment,
-  printRecoveries,
-  removeApp,
-  runningUids,
-  underFault,
-} from './workload.js';
+import { allRunning, both, removeApp, underFault } from './workload.js';
 
 const STEADY = 4;
 /** Redis unreachable: 30 s in the full run, shorter in CI. */
 const REDIS_OUTAGE_MS = FULL ? 30_000 : 15_000;
 
-let bed: ChaosBed;
-let steady: string[] = [];
-
-function steadyUntouched(s: Snapshot): string | undefined {
-  const now = runningUids(s, 'steady');
-  return JSON.stringify(now) === JSON.stringify(steady)
-    ? undefined
-    : `steady pods changed: ${now.length} Running, ${now.filter((u) => !steady.includes(u)).length} new`;
-}
-
-const both =
-  (...checks: ((s: Snapshot) => string | undefined)[]) =>
-  (s: Snapshot): string | undefined => {
-    for (const c of checks) {
-      const why = c(s);
-      if (why) return why;
-    }
-    return undefined;
-  };
-
-async function assertRunningUntouched(): Promise<void> {
-  const s = await snapshot(bed);
-  expect(runningUids(s, 'steady')).toEqual(steady);
-  for (const [donor, pods] of s.remote) {
-    const mine = pods.filter((p) => p.metadata?.labels?.app === 'steady');
-    expect(
-      mine.every((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp),
-      `steady copies on ${donor} still Running`,
-    ).toBe(true);
-  }
-}
+const chaos = useChaosBed(
+  'three broker replicas on Redis',
+  {
+    store: 'redis',
+    replicas: 3,
+    donors: {
+      'donor-a': [0, 1].map((i) => gpuNode(`donor-a-gpu-${i}`, 16)),
+      'donor-b': [0, 1].map((i) => gpuNode(`donor-b-gpu-${i}`, 16)),
+    },
+  },
+  { pods: STEADY, gpus: 2 },
+);
+const { steadyUntouched, assertRunningUntouched } = chaos;
 
 /** Which replica holds the most of our parts' connections right now. */
 function busiestReplica(): { replica: BrokerReplica; links: number } {
+  const { bed } = chaos;
   const count = new Map<string, number>();
   for (const p of bed.proxies.values())
     for (const [target, n] of p.connections()) count.set(target, (count.get(target) ?? 0) + n);
@@ -77,6 +52,7 @@ interface ClusterView {
 
 /** Every agent and the shim have a stream on a replica other than `dead`. */
 async function streamsMovedOff(dead: string): Promise<boolean> {
+  const { bed } = chaos;
   const { clusters } = (await bed.api('GET', '/api/v1/clusters')) as { clusters: ClusterView[] };
   const wanted: [string, string][] = [
     ['origin', 'virtual-node'],
@@ -89,42 +65,9 @@ async function streamsMovedOff(dead: string): Promise<boolean> {
   });
 }
 
-function signalRedis(signal: NodeJS.Signals): void {
-  const pid = bed.redis!.daemon.proc.pid!;
-  process.kill(-pid, signal);
-}
-
-beforeAll(async () => {
-  const t0 = Date.now();
-  bed = await ChaosBed.start({
-    store: 'redis',
-    replicas: 3,
-    donors: {
-      'donor-a': [0, 1].map((i) => gpuNode(`donor-a-gpu-${i}`, 16)),
-      'donor-b': [0, 1].map((i) => gpuNode(`donor-b-gpu-${i}`, 16)),
-    },
-  });
-  await createDeployment(bed, 'steady', STEADY, 2);
-  const { snapshot: s } = await settle(
-    bed,
-    'the steady Deployment offloaded',
-    allRunning('steady', STEADY),
-  );
-  steady = runningUids(s, 'steady');
-  console.log(
-    `chaos bed (3 replicas on Redis) up in ${((Date.now() - t0) / 1000).toFixed(1)} s; logs in ${bed.dir}/logs`,
-  );
-}, 240_000);
-
-afterAll(async () => {
-  printRecoveries('Recovery times (three broker replicas on Redis)');
-  // The frozen Redis of a failed run must not outlive it stopped.
-  if (bed?.redis?.daemon.running) signalRedis('SIGCONT');
-  await bed?.stop();
-});
-
 describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
   it('one of three replicas SIGKILLed while agents are connected to it: they move to the others', async () => {
+    const { bed } = chaos;
     const { replica, links } = busiestReplica();
     expect(links, 'the killed replica holds streams').toBeGreaterThan(0);
     await underFault(bed, {
@@ -156,6 +99,7 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
   });
 
   it('every replica SIGKILLed and restarted: the state in Redis carries on', async () => {
+    const { bed } = chaos;
     await underFault(bed, {
       fault: 'all 3 replicas SIGKILL + restart (Redis)',
       wave: { app: 'w-allkill', pods: 8 },
@@ -174,6 +118,7 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
   });
 
   it('Redis SIGKILLed and restarted (AOF): nothing it held is lost', async () => {
+    const { bed } = chaos;
     await underFault(bed, {
       fault: 'Redis SIGKILL + restart (AOF)',
       wave: { app: 'w-redis', pods: 8 },
@@ -193,6 +138,7 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
   });
 
   it(`Redis unreachable for ${REDIS_OUTAGE_MS / 1000} s: not ready, placements refused with the reason, running pods untouched, then back by itself`, async () => {
+    const { bed } = chaos;
     await underFault(bed, {
       fault: `Redis unreachable ${REDIS_OUTAGE_MS / 1000} s`,
       wave: { app: 'w-frozen', pods: 6 },
@@ -201,7 +147,7 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
         await sleep(500);
         const t = Date.now();
         // Frozen, not dead: connections stay open and nothing answers.
-        signalRedis('SIGSTOP');
+        bed.signalRedis('SIGSTOP');
         try {
           const notReady = await poll(
             async () => {
@@ -251,7 +197,7 @@ describe('faults of broker replicas on Redis', { timeout: 240_000 }, () => {
             `every replica not ready ${((notReady - t) / 1000).toFixed(1)} s after Redis froze`,
           );
         } finally {
-          signalRedis('SIGCONT');
+          bed.signalRedis('SIGCONT');
         }
         const outage = Date.now() - t;
         const ready = await poll(

@@ -4,7 +4,7 @@
 import { AppsV1Api, type V1Pod } from '@kubernetes/client-node';
 import { podOutcome } from '../testbed/index.js';
 import { orphans, phases, settle, watchInvariants, type Snapshot } from './audit.js';
-import { WORK_NAMESPACE, type ChaosBed } from './bed.js';
+import type { ChaosBed } from './bed.js';
 
 export function gpuPodSpec(gpus: number, restartPolicy = 'Never'): NonNullable<V1Pod['spec']> {
   return {
@@ -30,7 +30,7 @@ export async function createPods(bed: ChaosBed, app: string, n: number, gpus = 1
     await Promise.all(
       names.slice(i, i + 20).map((name) =>
         bed.origin.core.createNamespacedPod({
-          namespace: WORK_NAMESPACE,
+          namespace: bed.workNamespace,
           body: {
             metadata: { name, labels: { app }, annotations: podOutcome('run') },
             spec: gpuPodSpec(gpus),
@@ -48,9 +48,9 @@ export async function createDeployment(
   gpus: number,
 ): Promise<void> {
   await bed.origin.kubeConfig.makeApiClient(AppsV1Api).createNamespacedDeployment({
-    namespace: WORK_NAMESPACE,
+    namespace: bed.workNamespace,
     body: {
-      metadata: { name: app, namespace: WORK_NAMESPACE },
+      metadata: { name: app, namespace: bed.workNamespace },
       spec: {
         replicas,
         selector: { matchLabels: { app } },
@@ -81,6 +81,17 @@ export function allRunning(app: string, n: number, pending = 0) {
   };
 }
 
+/** Settle checks joined: the first one not yet met says why. */
+export const both =
+  (...checks: ((s: Snapshot) => string | undefined)[]) =>
+  (s: Snapshot): string | undefined => {
+    for (const c of checks) {
+      const why = c(s);
+      if (why) return why;
+    }
+    return undefined;
+  };
+
 export function uids(pods: readonly V1Pod[] | undefined): string[] {
   return (pods ?? []).map((p) => p.metadata!.uid!).sort();
 }
@@ -93,7 +104,7 @@ export function runningUids(s: Snapshot, app: string): string[] {
 /** Deletes every pod of app and waits until none is left here or on a donor, and no orphan. */
 export async function removeApp(bed: ChaosBed, app: string): Promise<number> {
   await bed.origin.core.deleteCollectionNamespacedPod({
-    namespace: WORK_NAMESPACE,
+    namespace: bed.workNamespace,
     labelSelector: `app=${app}`,
   });
   const { ms } = await settle(bed, `every ${app} pod gone here and on the donors`, (s) => {
@@ -183,7 +194,7 @@ export async function underFault(
     // Leave no wave behind to crowd the next scenario out.
     await bed.origin.core
       .deleteCollectionNamespacedPod({
-        namespace: WORK_NAMESPACE,
+        namespace: bed.workNamespace,
         labelSelector: `app=${opts.wave.app}`,
       })
       .catch(() => undefined);
