@@ -23,7 +23,7 @@ import {
   type ReserveResult,
 } from '../model.js';
 import type { Store } from '../store/store.js';
-import { fastCandidates, type FastDonor } from '../placement/fast.js';
+import { fastCandidates, indexedCandidates, type FastDonor } from '../placement/fast.js';
 import { StoreView } from './view.js';
 import {
   clusterReadiness,
@@ -33,6 +33,7 @@ import {
   lendingOf,
   nodeLendable,
   quotaHeadroom,
+  type Candidate,
   type DonorSnapshot,
   type PlacementSnapshot,
 } from '../placement/engine.js';
@@ -845,22 +846,31 @@ export class Core implements BrokerCore {
     return { origin, now: this.now(), heartbeatTimeoutMs: this.heartbeatTimeoutMs, donors };
   }
 
-  /** The origin's peered donors for the fast path. */
-  private *fastDonors(origin: string): Generator<FastDonor> {
-    for (const peering of this.view.peeringsOf({ origin })) {
-      const cluster = this.view.cluster(peering.donor);
-      const summary = this.view.summary(peering.donor);
-      if (!cluster || !summary) continue;
-      const view = this.view;
-      yield {
-        cluster,
-        peering,
-        agent: view.connection(peering.donor, 'agent'),
-        inventory: view.inventory(peering.donor),
-        summary,
-        snapshot: () => view.donorSnapshot(peering.donor, origin)!,
-      };
+  /** The best few candidates from the view, or none (then the full evaluation says why). */
+  private bestCandidates(
+    origin: string,
+    req: PlacementRequest,
+    policy: PlacementPolicy,
+  ): Candidate[] {
+    const input = { origin, now: this.now(), heartbeatTimeoutMs: this.heartbeatTimeoutMs };
+    if (req.donors.length === 0 && policy !== 'cost') {
+      return indexedCandidates(
+        this.view.freeIndex(),
+        (id) => this.view.fastDonor(origin, id),
+        input,
+        req,
+        policy,
+        CANDIDATES_PER_ATTEMPT,
+      );
     }
+    const ids =
+      req.donors.length > 0 ? req.donors : this.view.peeringsOf({ origin }).map((p) => p.donor);
+    const donors: FastDonor[] = [];
+    for (const id of ids) {
+      const d = this.view.fastDonor(origin, id);
+      if (d) donors.push(d);
+    }
+    return fastCandidates({ ...input, donors }, req, policy, CANDIDATES_PER_ATTEMPT);
   }
 
   private async checkOrigin(origin: string, request: PlacementRequest): Promise<PlacementRequest> {
@@ -904,18 +914,7 @@ export class Core implements BrokerCore {
     // another replica, or a change the view had not caught up with).
     for (let attempt = 0; attempt < PLACE_ATTEMPTS; attempt++) {
       await this.view.ready();
-      const now = this.now();
-      let candidates = fastCandidates(
-        {
-          origin,
-          now,
-          heartbeatTimeoutMs: this.heartbeatTimeoutMs,
-          donors: this.fastDonors(origin),
-        },
-        req,
-        policy,
-        CANDIDATES_PER_ATTEMPT,
-      );
+      let candidates = this.bestCandidates(origin, req, policy);
       verdicts = candidates.map((c) => ({
         donor: c.donor,
         node: c.node,

@@ -9,7 +9,7 @@ import type {
 } from '../model.js';
 import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
 import type { DonorSnapshot } from '../placement/engine.js';
-import { summarizeDonor, type DonorSummary } from '../placement/fast.js';
+import { FreeIndex, summarizeDonor, type DonorSummary, type FastDonor } from '../placement/fast.js';
 
 /**
  * A replica's in-memory picture of what placement and capacity queries read: clusters,
@@ -79,6 +79,9 @@ export class StoreView {
   private connsLoading: Promise<void> | undefined;
   private readonly donorLoads = new Map<string, Promise<void>>();
   private readonly dirtyDonors = new Set<string>();
+  private index = new FreeIndex();
+  /** Donors changed since the index was last brought up to date. */
+  private readonly changedIds = new Set<string>();
 
   constructor(opts: ViewOptions) {
     this.store = opts.store;
@@ -146,6 +149,9 @@ export class StoreView {
         for (const inv of inventories) this.entry(inv.clusterId).inventory = inv;
         for (const r of live) this.putReservation(r);
         for (const n of queued) this.apply(n, false);
+        this.index = new FreeIndex();
+        this.changedIds.clear();
+        for (const id of this.clusters.keys()) this.changedIds.add(id);
         this.loaded = true;
         this.loadedAt = performance.now();
         this.connsAt = this.loadedAt;
@@ -285,13 +291,13 @@ export class StoreView {
   hold(r: ReservationRecord): void {
     const e = this.entry(r.donor);
     e.holds.set(r.id, r);
-    e.version++;
+    this.changed(r.donor, e);
   }
 
   /** Ends a hold: its reserve() answered (a success is noted as a reservation too). */
   unhold(id: string, donor: string): void {
     const e = this.donors.get(donor);
-    if (e?.holds.delete(id)) e.version++;
+    if (e?.holds.delete(id)) this.changed(donor, e);
   }
 
   /** The donor is re-read before the next placement (a reserve found it not as seen). */
@@ -340,9 +346,40 @@ export class StoreView {
     return e;
   }
 
+  private changed(id: string, e: DonorEntry): void {
+    e.version++;
+    this.changedIds.add(id);
+  }
+
+  /** The free-GPU index, brought up to date with every donor changed since last asked. */
+  freeIndex(): FreeIndex {
+    if (this.changedIds.size > 0) {
+      for (const id of this.changedIds) this.index.update(id, this.summary(id));
+      this.changedIds.clear();
+    }
+    return this.index;
+  }
+
+  /** The donor as the fast path needs it, for this origin; undefined unless peered. */
+  fastDonor(origin: string, donor: string): FastDonor | undefined {
+    const peering = this.peering(origin, donor);
+    const cluster = this.clusters.get(donor);
+    const summary = this.summary(donor);
+    if (!peering || !cluster || !summary) return undefined;
+    return {
+      cluster,
+      peering,
+      agent: this.connection(donor, 'agent'),
+      inventory: this.inventory(donor),
+      summary,
+      snapshot: () => this.donorSnapshot(donor, origin)!,
+    };
+  }
+
   private bump(id: string): void {
     const e = this.donors.get(id);
-    if (e) e.version++;
+    if (e) this.changed(id, e);
+    else this.changedIds.add(id);
   }
 
   private putReservation(r: ReservationRecord): void {
@@ -358,7 +395,7 @@ export class StoreView {
       if (this.tombstones.size >= TOMBSTONE_LIMIT) this.tombstones.clear();
       this.tombstones.add(r.id);
     }
-    e.version++;
+    this.changed(r.donor, e);
   }
 
   private setPeering(origin: string, donor: string, p: PeeringRecord | undefined): void {
@@ -433,7 +470,7 @@ export class StoreView {
         e.live = new Map();
         for (const r of live) if (!touched.has(r.id)) this.putReservation(r);
         for (const r of kept.values()) this.putReservation(r);
-        e.version++;
+        this.changed(id, e);
       } finally {
         const e = this.donors.get(id);
         if (e?.touched === touched) e.touched = undefined;

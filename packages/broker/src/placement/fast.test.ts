@@ -13,7 +13,13 @@ import {
   type DonorSnapshot,
   type PlacementSnapshot,
 } from './engine.js';
-import { fastCandidates, summarizeDonor, type FastDonor } from './fast.js';
+import {
+  FreeIndex,
+  fastCandidates,
+  indexedCandidates,
+  summarizeDonor,
+  type FastDonor,
+} from './fast.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const ago = (ms: number): string => new Date(NOW.getTime() - ms).toISOString();
@@ -182,6 +188,7 @@ const key = (c: { donor: string; node: string; freeAfter: number }): string =>
 describe('fastCandidates', () => {
   it('returns exactly the first k candidates of the full evaluation (2,000 cases)', () => {
     let contested = 0;
+    let indexed = 0;
     fc.assert(
       fc.property(
         fc.tuple(
@@ -210,6 +217,24 @@ describe('fastCandidates', () => {
             k,
           );
           expect(fast.map(key)).toEqual(full.candidates.slice(0, k).map(key));
+          if (policy !== 'cost' && request.donors.length === 0) {
+            // The index, filled in a shuffled order and with a donor re-filed, walks to the same answer.
+            const index = new FreeIndex();
+            const fastDonors = fastOf(snapshot);
+            for (const d of [...fastDonors].reverse()) index.update(d.cluster.id, d.summary);
+            if (fastDonors[0]) index.update(fastDonors[0].cluster.id, fastDonors[0].summary);
+            const byId = new Map(fastDonors.map((d) => [d.cluster.id, d]));
+            const walked = indexedCandidates(
+              index,
+              (id) => byId.get(id),
+              { origin: 'lab', now: NOW, heartbeatTimeoutMs: 15_000 },
+              request,
+              policy,
+              k,
+            );
+            expect(walked.map(key)).toEqual(full.candidates.slice(0, k).map(key));
+            indexed++;
+          }
           const donorsWithFits = new Set(full.candidates.map((c) => c.donor)).size;
           if (full.candidates.length > k && donorsWithFits > 1) contested++;
         },
@@ -218,6 +243,7 @@ describe('fastCandidates', () => {
     );
     // The cases that matter: more candidates than asked for, on several donors.
     expect(contested).toBeGreaterThan(150);
+    expect(indexed).toBeGreaterThan(600);
   });
 
   it('skips donors whose bound cannot beat what was found, and stops early', () => {

@@ -233,3 +233,106 @@ function insertTop(top: Candidate[], c: Candidate, k: number, policy: PlacementP
   top.splice(i, 0, c);
   if (top.length > k) top.pop();
 }
+
+// ---------------------------------------------------------------------------------------
+// An index of donors by the free GPUs of their nodes
+
+/** Sorted insert/remove on a sorted array of ids. */
+function sortedIndex(list: readonly string[], id: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid]! < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Donors by (resource, free GPUs on one of their lendable nodes), ids sorted in each
+ * bucket. Bin-pack and spread walk the buckets from the tightest (or the emptiest) fit, so
+ * a placement looks at the few donors that can win instead of every donor.
+ */
+export class FreeIndex {
+  private readonly buckets = new Map<string, (string[] | undefined)[]>();
+  private readonly members = new Map<string, Map<string, number[]>>();
+
+  /** Re-files the donor from its summary (undefined: the donor is gone). */
+  update(donor: string, summary: DonorSummary | undefined): void {
+    const before = this.members.get(donor);
+    if (before) {
+      for (const [resource, frees] of before) {
+        const row = this.buckets.get(resource);
+        for (const f of frees) {
+          const list = row?.[f];
+          if (!list) continue;
+          const i = sortedIndex(list, donor);
+          if (list[i] === donor) list.splice(i, 1);
+        }
+      }
+      this.members.delete(donor);
+    }
+    if (!summary) return;
+    const now = new Map<string, number[]>();
+    for (const [resource, groups] of summary.byResource) {
+      const frees = new Set<number>();
+      for (const g of groups) for (const f of g.free) frees.add(f);
+      if (frees.size === 0) continue;
+      let row = this.buckets.get(resource);
+      if (!row) this.buckets.set(resource, (row = []));
+      for (const f of frees) {
+        const list = (row[f] ??= []);
+        list.splice(sortedIndex(list, donor), 0, donor);
+      }
+      now.set(resource, [...frees]);
+    }
+    if (now.size > 0) this.members.set(donor, now);
+  }
+
+  /** (free, donor) in walking order: free ascending from `min` (or descending to it). */
+  *walk(resource: string, min: number, descending: boolean): Generator<[number, string]> {
+    const row = this.buckets.get(resource);
+    if (!row) return;
+    const start = descending ? row.length - 1 : Math.max(0, min);
+    for (let f = start; descending ? f >= min : f < row.length; f += descending ? -1 : 1) {
+      const list = row[f];
+      if (!list || list.length === 0) continue;
+      // A copy: evaluating a donor must not shift the walk.
+      for (const id of [...list]) yield [f, id];
+    }
+  }
+}
+
+/**
+ * The same answer as fastCandidates for bin-pack and spread, visiting donors in the
+ * index's order: a donor first met in bucket f has no lendable node with between the
+ * request and f free GPUs, so nothing after it can beat a candidate better than f.
+ */
+export function indexedCandidates(
+  index: FreeIndex,
+  donorOf: (id: string) => FastDonor | undefined,
+  input: Omit<FastInput, 'donors'>,
+  request: PlacementRequest,
+  policy: 'binpack' | 'spread',
+  k: number,
+): Candidate[] {
+  const top: Candidate[] = [];
+  const seen = new Set<string>();
+  for (const [f, id] of index.walk(request.resource, request.gpus, policy === 'spread')) {
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const d = donorOf(id);
+    if (!d) continue;
+    if (
+      top.length >= k &&
+      compareCandidates(policy, top[k - 1]!, pseudo(d, f - request.gpus)) < 0
+    ) {
+      break;
+    }
+    for (const c of fastCandidates({ ...input, donors: [d] }, request, policy, k)) {
+      insertTop(top, c, k, policy);
+    }
+  }
+  return top;
+}
