@@ -7,7 +7,15 @@ import { BatchV1Api, type V1Job } from '@kubernetes/client-node';
 import { gpuNode, podOutcome, poll } from '../testbed/index.js';
 import { phases, settle, snapshot } from './audit.js';
 import { FULL, HEARTBEAT_TIMEOUT_MS, WORK_NAMESPACE, sleep, useChaosBed } from './bed.js';
-import { allRunning, both, gpuPodSpec, removeApp, report, underFault } from './workload.js';
+import {
+  allRunning,
+  both,
+  createPods,
+  gpuPodSpec,
+  removeApp,
+  report,
+  underFault,
+} from './workload.js';
 
 const STEADY = 6;
 const STEADY_GPUS = 2;
@@ -15,6 +23,8 @@ const STEADY_GPUS = 2;
 const DONOR_APISERVER_OUTAGE_MS = FULL ? 60_000 : 15_000;
 /** Broker unreachable for the shim: past the 2 s grace period, short of the donor-lost timeout. */
 const SHIM_OUTAGE_MS = 4_000;
+/** Pods offloaded to donor-a while its API server is down. */
+const LATE_PODS = 4;
 
 const chaos = useChaosBed(
   'one broker, SQLite',
@@ -182,10 +192,16 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
           await assertRunningUntouched();
           proxy.refuse(false);
           const outageMs = Date.now() - t;
-          const back = await waitShimBack(t);
+          // Watched from here, so the reconnect counts in the recovery, as for the agent link.
+          const back = waitShimBack(t);
+          back.catch(() => undefined);
           return {
             outageMs,
-            note: `${dropped} connection(s) reset; the shim's stream back ${((back - t - outageMs) / 1000).toFixed(1)} s after the broker was reachable`,
+            note: `${dropped} connection(s) reset`,
+            recovered: async () => {
+              const ms = (await back) - t - outageMs;
+              return `the shim's stream back ${(ms / 1000).toFixed(1)} s after the broker was reachable`;
+            },
           };
         },
         expect: both(steadyUntouched, allRunning('w-shim-cut', 6)),
@@ -266,7 +282,7 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
     }
   });
 
-  it(`donor API server stopped for ${DONOR_APISERVER_OUTAGE_MS / 1000} s and restarted`, async () => {
+  it(`donor API server stopped for ${DONOR_APISERVER_OUTAGE_MS / 1000} s and restarted, with pods offloaded to it meanwhile`, async () => {
     const { bed } = chaos;
     await cordon('donor-b', true);
     try {
@@ -279,16 +295,36 @@ describe('faults on one broker (SQLite)', { timeout: 240_000 }, () => {
           await sleep(2_500);
           const t = Date.now();
           await bed.donor('donor-a').stopApiServer();
-          await sleep(DONOR_APISERVER_OUTAGE_MS);
+          const down = Date.now();
+          // New pods that only donor-a can take, asked for while its API server is away.
+          await sleep(1_000);
+          await createPods(bed, 'w-apiserver-late', LATE_PODS);
+          await sleep(Math.max(0, DONOR_APISERVER_OUTAGE_MS - (Date.now() - down)));
           await assertRunningUntouched(['donor-a']);
+          const boundMeanwhile = await bound('w-apiserver-late');
           await bed.donor('donor-a').startApiServer();
-          return { outageMs: Date.now() - t };
+          return {
+            outageMs: Date.now() - t,
+            note: `${LATE_PODS} pods created during the outage, ${boundMeanwhile} of them bound to spillway-donor-a before it ended`,
+          };
         },
-        expect: both(steadyUntouched, allRunning('w-apiserver', 6)),
+        expect: both(
+          steadyUntouched,
+          allRunning('w-apiserver', 6),
+          allRunning('w-apiserver-late', LATE_PODS),
+        ),
         timeoutMs: 150_000,
       });
       await removeApp(bed, 'w-apiserver');
+      await removeApp(bed, 'w-apiserver-late');
     } finally {
+      // Leave nothing behind to crowd the next scenario out, whatever happened.
+      await bed.origin.core
+        .deleteCollectionNamespacedPod({
+          namespace: WORK_NAMESPACE,
+          labelSelector: 'app=w-apiserver-late',
+        })
+        .catch(() => undefined);
       await cordon('donor-b', false);
     }
   }, 300_000);

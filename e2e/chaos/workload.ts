@@ -155,6 +155,14 @@ export function printRecoveries(title: string): void {
   );
 }
 
+/** What `inject` tells of the fault it made, once that fault has ended. */
+export interface FaultOutcome {
+  outageMs: number;
+  note?: string;
+  /** Awaited once recovered: checks of what recovery had to bring back, and their note. */
+  recovered?: () => Promise<string | undefined>;
+}
+
 /**
  * One fault, the way every scenario runs it: `app` pods created just before so their
  * offloads are in flight, the invariants sampled throughout, `inject` runs the fault and
@@ -166,14 +174,14 @@ export async function underFault(
   opts: {
     fault: string;
     wave?: { app: string; pods: number; gpus?: number };
-    inject: () => Promise<{ outageMs: number; note?: string }>;
+    inject: () => Promise<FaultOutcome>;
     expect: (s: Snapshot) => string | undefined;
     timeoutMs?: number;
     skipDonors?: () => string[];
   },
 ): Promise<Snapshot> {
   const watch = watchInvariants(bed, opts.skipDonors ? { skipDonors: opts.skipDonors } : {});
-  let outcome: { outageMs: number; note?: string };
+  let outcome: FaultOutcome;
   try {
     if (opts.wave) await createPods(bed, opts.wave.app, opts.wave.pods, opts.wave.gpus ?? 1);
     outcome = await opts.inject();
@@ -204,11 +212,13 @@ export async function underFault(
   if (!settled) throw failure;
   const left = orphans(bed, settled.snapshot);
   if (left.length > 0) throw new Error(`${opts.fault}: orphans: ${left.join('; ')}`);
+  const after = await outcome.recovered?.();
+  const note = [outcome.note, after].filter(Boolean).join('; ');
   report({
     fault: opts.fault,
     outageMs: outcome.outageMs,
     recoverMs: settled.ms,
-    ...(outcome.note ? { note: outcome.note } : {}),
+    ...(note ? { note } : {}),
   });
   return settled.snapshot;
 }
