@@ -134,6 +134,7 @@ export class StoreView {
           this.store.listReservations({ states: ['open', 'bound'] }),
         ]);
         const queued = this.replay;
+        this.replay = undefined;
         this.clusters = new Map(clusters.map((c) => [c.id, c]));
         this.peerings = new Map();
         this.byOrigin = new Map();
