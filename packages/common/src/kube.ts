@@ -9,6 +9,7 @@ import {
   type ListPromise,
   type ObjectCache,
 } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ErrorCode, SpillwayError } from './errors.js';
 import { Backoff } from './retry.js';
@@ -19,8 +20,61 @@ export interface KubeConfigOptions {
   context?: string;
 }
 
+/** Dispatchers kept per KubeConfig; more than one only while credentials rotate. */
+const MAX_DISPATCHERS = 4;
+
+type CreateDispatcher = (cluster: unknown, agentOptions: unknown) => unknown;
+
+function tlsKey(connect: unknown): string {
+  const json = JSON.stringify(connect, (_k, v: unknown) => {
+    if (Buffer.isBuffer(v)) return `buf:${v.toString('base64')}`;
+    // JSON.stringify turns a Buffer into {type:'Buffer', data} before the replacer sees it.
+    if (v && typeof v === 'object' && (v as { type?: unknown }).type === 'Buffer')
+      return `buf:${Buffer.from((v as { data: number[] }).data).toString('base64')}`;
+    return v;
+  });
+  return createHash('sha256').update(json).digest('hex');
+}
+
+/**
+ * Makes every API call of this KubeConfig share one connection pool. client-node 2.x builds a
+ * new undici Agent for each request, so each call opened its own TLS connection (a handshake
+ * and a new SecureContext per call) and left it open until its keep-alive ran out: slow, and
+ * hundreds of MiB of native memory under load. The Agent is now built once per set of TLS
+ * options (a rotated client certificate gets its own) and reused. When client-node changes
+ * the method this relies on, nothing is patched and calls go on as before.
+ */
+export function poolConnections(kc: KubeConfig): KubeConfig {
+  const target = kc as unknown as {
+    createDispatcher?: CreateDispatcher;
+    createDispatcherOptions?: (c: unknown, o: unknown) => { type: string; connect?: unknown };
+  };
+  const original = target.createDispatcher;
+  if (typeof original !== 'function' || typeof target.createDispatcherOptions !== 'function')
+    return kc;
+  const pool = new Map<string, unknown>();
+  target.createDispatcher = function (cluster: unknown, agentOptions: unknown): unknown {
+    const o = target.createDispatcherOptions!.call(kc, cluster, agentOptions);
+    if (o.type !== 'agent') return original.call(kc, cluster, agentOptions);
+    const key = tlsKey(o.connect);
+    let d = pool.get(key);
+    if (d === undefined) {
+      d = original.call(kc, cluster, agentOptions);
+      pool.set(key, d);
+      if (pool.size > MAX_DISPATCHERS) {
+        const [oldKey, old] = pool.entries().next().value as [string, unknown];
+        pool.delete(oldKey);
+        // In-flight requests on it finish; it just takes no new ones.
+        void (old as { close?: () => Promise<void> }).close?.().catch(() => undefined);
+      }
+    }
+    return d;
+  };
+  return kc;
+}
+
 export function loadKubeConfig(opts: KubeConfigOptions = {}): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = poolConnections(new KubeConfig());
   try {
     if (opts.kubeconfig) kc.loadFromFile(opts.kubeconfig);
     else kc.loadFromDefault();

@@ -131,9 +131,11 @@ export const VIRTUAL_NODE_CONFIG_SCHEMA = {
     description:
       "CA that signs the API server's kubelet client certificate; when set, the kubelet endpoint requires it",
   },
+  // Reconciles wait on round trips (API server, broker, donor), not on CPU: a burst of pods
+  // needs many in flight.
   workers: {
     type: 'int',
-    default: 4,
+    default: 16,
     min: 1,
     max: 64,
     description: 'reconcile workers per controller',

@@ -17,6 +17,8 @@ export interface RemotePodRecord {
   observedMs: number;
   /** When this shim learned it, on our clock: orders snapshots against everything else. */
   receivedMs: number;
+  /** Written by this shim on creating the copy, before the donor said anything of it. */
+  assumed?: boolean;
 }
 
 function parseStatus(json: string): V1PodStatus {

@@ -276,8 +276,9 @@ export class PodLifecycle {
     if (rec) {
       const current = await this.ensureAnnotations(pod, donor, rec, log);
       // A kubelet that cannot see its pods posts nothing; the node lifecycle controller
-      // owns their readiness meanwhile.
-      if (ctx.donors.reachable(donor)) await this.mirror(current, rec, log);
+      // owns their readiness meanwhile. Nor is there anything to post before the donor's
+      // first word on the copy: its report follows the create within moments.
+      if (ctx.donors.reachable(donor) && !rec.assumed) await this.mirror(current, rec, log);
       return;
     }
 
@@ -603,6 +604,7 @@ export class PodLifecycle {
         deleted: false,
         observedMs: -1,
         receivedMs: Date.now(),
+        assumed: true,
       });
       log.info(
         {
@@ -643,7 +645,8 @@ export class PodLifecycle {
     const rec = ctx.remote.get(uid);
     if (!rec) return;
     const current = await this.ensureAnnotations(pod, donor, rec, log);
-    if (ctx.donors.reachable(donor)) await this.mirror(current, ctx.remote.get(uid) ?? rec, log);
+    const latest = ctx.remote.get(uid) ?? rec;
+    if (ctx.donors.reachable(donor) && !latest.assumed) await this.mirror(current, latest, log);
   }
 
   /** The donor will never run this pod: it fails here with the donor's reason, as on a real node. */
