@@ -38,8 +38,6 @@ interface DonorEntry {
   live: Map<string, ReservationRecord>;
   /** Promises being made by this replica's placements right now. */
   holds: Map<string, ReservationRecord>;
-  /** Set while the donor is re-read: ids noted meanwhile, whose current state wins. */
-  touched?: Set<string> | undefined;
   /** Bumped on every change; caches below are valid for one version. */
   version: number;
   reservations?: { version: number; list: ReservationRecord[] };
@@ -301,7 +299,7 @@ export class StoreView {
     if (e?.holds.delete(id)) this.changed(donor, e);
   }
 
-  /** The donor is re-read before the next placement (a reserve found it not as seen). */
+  /** The donor's report is re-read before the next placement (a reserve found it not as seen). */
   invalidate(donor: string): void {
     this.dirtyDonors.add(donor);
   }
@@ -385,7 +383,6 @@ export class StoreView {
 
   private putReservation(r: ReservationRecord): void {
     const e = this.entry(r.donor);
-    e.touched?.add(r.id);
     if (isLive(r)) {
       if (this.tombstones.has(r.id)) return;
       e.live.set(r.id, r);
@@ -441,41 +438,25 @@ export class StoreView {
     }
   }
 
-  /** Re-reads one donor's record, inventory and live reservations. */
+  /**
+   * Re-reads one donor's record and inventory. Its reservations are not re-read: they
+   * arrive as notices (from this replica's own writes or the feed), and the full re-read
+   * repairs any that were lost — a donor's live reservations cannot be listed without
+   * reading every live reservation on some stores.
+   */
   private reloadDonor(id: string): Promise<void> {
     let p = this.donorLoads.get(id);
     if (p) return p;
     p = (async () => {
-      const touched = new Set<string>();
-      this.entry(id).touched = touched;
-      try {
-        const [cluster, inventory, live] = await Promise.all([
-          this.store.getCluster(id),
-          this.store.getInventory(id),
-          this.store.listReservations({ donor: id, states: ['open', 'bound'] }),
-        ]);
-        const e = this.entry(id);
-        e.touched = undefined;
-        if (cluster) this.clusters.set(id, cluster);
-        else this.clusters.delete(id);
-        e.inventory = inventory;
-        // What was noted while reading is newer than what was read.
-        const kept = new Map<string, ReservationRecord>();
-        for (const rid of touched) {
-          const r = e.live.get(rid);
-          if (r) kept.set(rid, r);
-        }
-        for (const r of e.live.values()) {
-          if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
-        }
-        e.live = new Map();
-        for (const r of live) if (!touched.has(r.id)) this.putReservation(r);
-        for (const r of kept.values()) this.putReservation(r);
-        this.changed(id, e);
-      } finally {
-        const e = this.donors.get(id);
-        if (e?.touched === touched) e.touched = undefined;
-      }
+      const [cluster, inventory] = await Promise.all([
+        this.store.getCluster(id),
+        this.store.getInventory(id),
+      ]);
+      const e = this.entry(id);
+      if (cluster) this.clusters.set(id, cluster);
+      else this.clusters.delete(id);
+      e.inventory = inventory;
+      this.changed(id, e);
     })().finally(() => this.donorLoads.delete(id));
     this.donorLoads.set(id, p);
     return p;
