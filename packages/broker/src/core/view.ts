@@ -38,6 +38,8 @@ interface DonorEntry {
   live: Map<string, ReservationRecord>;
   /** Promises being made by this replica's placements right now. */
   holds: Map<string, ReservationRecord>;
+  /** Set while its reservations are re-read: ids noted meanwhile, whose current state wins. */
+  touched?: Set<string> | undefined;
   /** Bumped on every change; caches below are valid for one version. */
   version: number;
   reservations?: { version: number; list: ReservationRecord[] };
@@ -76,7 +78,10 @@ export class StoreView {
   private connsAt = Number.NEGATIVE_INFINITY;
   private connsLoading: Promise<void> | undefined;
   private readonly donorLoads = new Map<string, Promise<void>>();
+  /** Donors whose report changed (another replica applied it): re-read the report. */
   private readonly dirtyDonors = new Set<string>();
+  /** Donors a reserve() found otherwise than the view: re-read report and reservations. */
+  private readonly staleDonors = new Set<string>();
   private index = new FreeIndex();
   /** Donors changed since the index was last brought up to date. */
   private readonly changedIds = new Set<string>();
@@ -110,12 +115,15 @@ export class StoreView {
         this.log.warn({ err }, 'view re-read failed; keeping the current one');
       });
     }
-    if (this.dirtyDonors.size > 0) {
-      const ids = [...this.dirtyDonors];
+    if (this.dirtyDonors.size > 0 || this.staleDonors.size > 0) {
+      const reports = [...this.dirtyDonors].filter((id) => !this.staleDonors.has(id));
+      const full = [...this.staleDonors];
       this.dirtyDonors.clear();
-      await Promise.all(
-        ids.map((id) => this.reloadDonor(id).catch(() => this.dirtyDonors.add(id))),
-      );
+      this.staleDonors.clear();
+      await Promise.all([
+        ...reports.map((id) => this.reloadDonor(id, false).catch(() => this.dirtyDonors.add(id))),
+        ...full.map((id) => this.reloadDonor(id, true).catch(() => this.staleDonors.add(id))),
+      ]);
     }
   }
 
@@ -301,7 +309,7 @@ export class StoreView {
 
   /** The donor's report is re-read before the next placement (a reserve found it not as seen). */
   invalidate(donor: string): void {
-    this.dirtyDonors.add(donor);
+    this.staleDonors.add(donor);
   }
 
   // ------------------------------------------------------------------------------------
@@ -383,6 +391,7 @@ export class StoreView {
 
   private putReservation(r: ReservationRecord): void {
     const e = this.entry(r.donor);
+    e.touched?.add(r.id);
     if (isLive(r)) {
       if (this.tombstones.has(r.id)) return;
       e.live.set(r.id, r);
@@ -439,26 +448,50 @@ export class StoreView {
   }
 
   /**
-   * Re-reads one donor's record and inventory. Its reservations are not re-read: they
-   * arrive as notices (from this replica's own writes or the feed), and the full re-read
-   * repairs any that were lost — a donor's live reservations cannot be listed without
-   * reading every live reservation on some stores.
+   * Re-reads one donor's record and report, and with `reservations` its live reservations
+   * (after a reserve() found the donor otherwise than the view did). Reservations noted
+   * while reading are newer than what was read and are kept.
    */
-  private reloadDonor(id: string): Promise<void> {
-    let p = this.donorLoads.get(id);
+  private reloadDonor(id: string, reservations: boolean): Promise<void> {
+    const key = `${reservations ? 'r' : 'i'}\u0000${id}`;
+    let p = this.donorLoads.get(key);
     if (p) return p;
     p = (async () => {
-      const [cluster, inventory] = await Promise.all([
-        this.store.getCluster(id),
-        this.store.getInventory(id),
-      ]);
-      const e = this.entry(id);
-      if (cluster) this.clusters.set(id, cluster);
-      else this.clusters.delete(id);
-      e.inventory = inventory;
-      this.changed(id, e);
-    })().finally(() => this.donorLoads.delete(id));
-    this.donorLoads.set(id, p);
+      const touched = new Set<string>();
+      if (reservations) this.entry(id).touched = touched;
+      try {
+        const [cluster, inventory, live] = await Promise.all([
+          this.store.getCluster(id),
+          this.store.getInventory(id),
+          reservations
+            ? this.store.listReservations({ donor: id, states: ['open', 'bound'] })
+            : undefined,
+        ]);
+        const e = this.entry(id);
+        if (cluster) this.clusters.set(id, cluster);
+        else this.clusters.delete(id);
+        e.inventory = inventory;
+        if (live) {
+          e.touched = undefined;
+          const kept = new Map<string, ReservationRecord>();
+          for (const rid of touched) {
+            const r = e.live.get(rid);
+            if (r) kept.set(rid, r);
+          }
+          for (const r of e.live.values()) {
+            if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
+          }
+          e.live = new Map();
+          for (const r of live) if (!touched.has(r.id)) this.putReservation(r);
+          for (const r of kept.values()) this.putReservation(r);
+        }
+        this.changed(id, e);
+      } finally {
+        const e = this.donors.get(id);
+        if (e?.touched === touched) e.touched = undefined;
+      }
+    })().finally(() => this.donorLoads.delete(key));
+    this.donorLoads.set(key, p);
     return p;
   }
 }

@@ -109,6 +109,7 @@ local function finish(P, id, state, reason, endedAt, endedMs)
   redis.call('SREM', P .. 'rsv:open:' .. f[2] .. ':' .. f[3], id)
   redis.call('ZREM', P .. 'rsv:expiry', id)
   if redis.call('HGET', P .. 'rsv:pod', f[6]) == id then redis.call('HDEL', P .. 'rsv:pod', f[6]) end
+  redis.call('SREM', P .. 'rsv:live:' .. f[2], id)
   local g = tonumber(f[5])
   local uk = P .. 'usage:' .. f[2]
   if redis.call('HINCRBY', uk, 'total', -g) <= 0 then redis.call('HDEL', uk, 'total') end
@@ -200,6 +201,7 @@ for _, json in ipairs(redis.call('HVALS', nk)) do
             redis.call('HSET', rk, 'state', 'bound', 'boundAt', ARGV[5])
             redis.call('HDEL', rk, 'endedAt', 'reason')
             redis.call('HSET', P .. 'rsv:pod', uid, lid)
+            redis.call('SADD', P .. 'rsv:live:' .. c, lid)
             redis.call('ZREM', P .. 'rsv:done', lid)
             local uk = P .. 'usage:' .. c
             redis.call('HINCRBY', uk, 'total', tonumber(f[4]))
@@ -274,6 +276,7 @@ redis.call('HSET', rk, 'id', id, 'origin', origin, 'donor', donor, 'node', node,
   'createdAt', ARGV[10], 'expiresAt', ARGV[11])
 redis.call('ZADD', P .. 'rsv:all', ARGV[12], id)
 redis.call('HSET', P .. 'rsv:pod', podUid, id)
+redis.call('SADD', P .. 'rsv:live:' .. donor, id)
 redis.call('HDEL', P .. 'rsv:lapsed', podUid)
 redis.call('SADD', openKey, id)
 redis.call('ZADD', P .. 'rsv:expiry', ARGV[13], id)
@@ -1006,9 +1009,11 @@ export class RedisStore implements Store {
         filter.states !== undefined &&
         filter.states.length > 0 &&
         filter.states.every((s) => s === 'open' || s === 'bound');
-      const ids = liveOnly
-        ? await this.client.hvals(this.k('rsv:pod'))
-        : await this.client.zrange(this.k('rsv:all'), 0, '-1');
+      const ids = !liveOnly
+        ? await this.client.zrange(this.k('rsv:all'), 0, '-1')
+        : filter.donor !== undefined
+          ? await this.client.smembers(this.k(`rsv:live:${filter.donor}`))
+          : await this.client.hvals(this.k('rsv:pod'));
       const states = filter.states && filter.states.length > 0 ? new Set(filter.states) : undefined;
       return (await this.hashes(ids.map((id) => `rsv:${id}`)))
         .map(toReservation)
