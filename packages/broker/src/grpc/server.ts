@@ -136,7 +136,6 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
   // ---- Connect streams ------------------------------------------------------------------
 
   class Session {
-    readonly sinceMs = Date.now();
     component: Component | undefined;
     private ended = false;
     /** Settles once the core and router know the stream is gone. */
@@ -150,6 +149,8 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     constructor(
       readonly call: grpc.ServerDuplexStream<ClusterMessage__Output, BrokerMessage>,
       readonly peer: PeerIdentity,
+      /** When the client opened the stream, which orders it against its other streams. */
+      readonly sinceMs: number,
     ) {
       this.log = logger.child({ cluster: peer.clusterId });
       this.armSilence();
@@ -522,6 +523,9 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
   }
 
   function connect(call: grpc.ServerDuplexStream<ClusterMessage__Output, BrokerMessage>): void {
+    // Taken before auth, which reads the store: a stream that waited out a store outage
+    // must not count as newer than the one its client opened elsewhere meanwhile.
+    const arrivedMs = Date.now();
     void (async () => {
       let peer: PeerIdentity;
       try {
@@ -532,7 +536,9 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
         call.emit('error', toServiceError(err));
         return;
       }
-      const session = new Session(call, peer);
+      // The client gave up on this stream while it waited: it must not take over its newer one.
+      if (call.cancelled) return;
+      const session = new Session(call, peer, arrivedMs);
       call.on('data', (m: ClusterMessage__Output) => {
         call.pause();
         session
