@@ -23,7 +23,12 @@ import {
   type ReserveResult,
 } from '../model.js';
 import type { Store } from '../store/store.js';
-import { fastCandidates, indexedCandidates, type FastDonor } from '../placement/fast.js';
+import {
+  fastCandidates,
+  indexedCandidates,
+  type DonorSummary,
+  type FastDonor,
+} from '../placement/fast.js';
 import { StoreView } from './view.js';
 import {
   clusterReadiness,
@@ -1156,52 +1161,13 @@ export class Core implements BrokerCore {
         if (state !== 'Ready' || cluster.policy.cordoned) continue;
         headroom = quotaHeadroom(cluster.policy, peering, f.origin, summary.usage);
       }
-      const byKey = new Map<string, CapacityRow>();
-      for (const { node, lendable, free: freeOf } of summary.nodes) {
-        if (!lendable) continue;
-        if (
-          peering &&
-          peering.gpuProducts.length > 0 &&
-          !peering.gpuProducts.includes(node.gpuProduct)
-        ) {
-          continue;
-        }
-        if (f.gpuProduct !== undefined && node.gpuProduct !== f.gpuProduct) continue;
-        if (f.minGpuMemoryMiB !== undefined && node.gpuMemoryMiB < f.minGpuMemoryMiB) continue;
-        for (const [resource, amount] of Object.entries(node.gpus)) {
-          if (f.resource !== undefined && resource !== f.resource) continue;
-          const key = `${node.gpuProduct}\u0000${resource}`;
-          let row = byKey.get(key);
-          if (!row) {
-            row = {
-              cluster: id,
-              gpuProduct: node.gpuProduct,
-              gpuMemoryMiB: node.gpuMemoryMiB,
-              resource,
-              allocatable: 0,
-              free: 0,
-              largestFreeOnNode: 0,
-              nodes: 0,
-            };
-            byKey.set(key, row);
-          }
-          const free = freeOf[resource] ?? 0;
-          row.allocatable += amount.allocatable;
-          row.free += free;
-          row.largestFreeOnNode = Math.max(row.largestFreeOnNode, free);
-          row.gpuMemoryMiB = Math.max(row.gpuMemoryMiB, node.gpuMemoryMiB);
-          row.nodes++;
-        }
-      }
-      for (const row of [...byKey.values()].sort(
-        (a, b) =>
-          a.gpuProduct.localeCompare(b.gpuProduct, 'en') ||
-          a.resource.localeCompare(b.resource, 'en'),
-      )) {
+      for (const row of capacityRows(id, summary, f, peering)) {
         // Each row is clipped to the shared headroom on its own; see the report's notes.
-        row.free = Math.min(row.free, headroom);
-        row.largestFreeOnNode = Math.min(row.largestFreeOnNode, headroom);
-        rows.push(row);
+        rows.push({
+          ...row,
+          free: Math.min(row.free, headroom),
+          largestFreeOnNode: Math.min(row.largestFreeOnNode, headroom),
+        });
       }
     }
     const totals = rows.reduce(
@@ -1343,4 +1309,68 @@ export class Core implements BrokerCore {
     for (const id of flipped) for (const p of await this.peersOf(id)) affected.add(p);
     this.emitPeerings(affected);
   }
+}
+
+/**
+ * A donor's capacity rows for a filter and peering, from its summary. Kept on the summary:
+ * recomputed only after the donor changed, so a query over a thousand donors is cheap.
+ */
+function capacityRows(
+  id: string,
+  summary: DonorSummary,
+  f: ReturnType<typeof validateCapacityFilter>,
+  peering: PeeringRecord | undefined,
+): readonly CapacityRow[] {
+  const key = JSON.stringify([
+    'capacity',
+    f.gpuProduct ?? null,
+    f.minGpuMemoryMiB ?? null,
+    f.resource ?? null,
+    peering?.gpuProducts ?? null,
+  ]);
+  const cached = summary.derived.get(key) as CapacityRow[] | undefined;
+  if (cached) return cached;
+  const byKey = new Map<string, CapacityRow>();
+  for (const { node, lendable, free: freeOf } of summary.nodes) {
+    if (!lendable) continue;
+    if (
+      peering &&
+      peering.gpuProducts.length > 0 &&
+      !peering.gpuProducts.includes(node.gpuProduct)
+    ) {
+      continue;
+    }
+    if (f.gpuProduct !== undefined && node.gpuProduct !== f.gpuProduct) continue;
+    if (f.minGpuMemoryMiB !== undefined && node.gpuMemoryMiB < f.minGpuMemoryMiB) continue;
+    for (const [resource, amount] of Object.entries(node.gpus)) {
+      if (f.resource !== undefined && resource !== f.resource) continue;
+      const rowKey = `${node.gpuProduct}\u0000${resource}`;
+      let row = byKey.get(rowKey);
+      if (!row) {
+        row = {
+          cluster: id,
+          gpuProduct: node.gpuProduct,
+          gpuMemoryMiB: node.gpuMemoryMiB,
+          resource,
+          allocatable: 0,
+          free: 0,
+          largestFreeOnNode: 0,
+          nodes: 0,
+        };
+        byKey.set(rowKey, row);
+      }
+      const free = freeOf[resource] ?? 0;
+      row.allocatable += amount.allocatable;
+      row.free += free;
+      row.largestFreeOnNode = Math.max(row.largestFreeOnNode, free);
+      row.gpuMemoryMiB = Math.max(row.gpuMemoryMiB, node.gpuMemoryMiB);
+      row.nodes++;
+    }
+  }
+  const rows = [...byKey.values()].sort(
+    (a, b) =>
+      a.gpuProduct.localeCompare(b.gpuProduct, 'en') || a.resource.localeCompare(b.resource, 'en'),
+  );
+  summary.derived.set(key, rows);
+  return rows;
 }

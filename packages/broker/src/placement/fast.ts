@@ -60,6 +60,8 @@ export interface DonorSummary {
   byName: Map<string, NodeFree>;
   byResource: Map<string, FreeGroup[]>;
   usage: DonorUsage;
+  /** Answers derived from this summary (capacity rows by filter), valid as long as it is. */
+  derived: Map<string, unknown>;
 }
 
 export function summarizeDonor(
@@ -98,7 +100,7 @@ export function summarizeDonor(
     }
   }
   for (const g of groups.values()) g.free.sort((a, b) => a - b);
-  return { nodes, byName, byResource, usage: usageOf(reservations) };
+  return { nodes, byName, byResource, usage: usageOf(reservations), derived: new Map() };
 }
 
 /** A peered donor as the fast path needs it. */
