@@ -411,6 +411,43 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
     });
 
     describe('placement', () => {
+      it("ends a bound reservation whose pod is missing from the donor's next full report", async () => {
+        const core = await newCore();
+        await peeredLab(core);
+        const a = await core.place('lab', placement('uid-a', 2));
+        const b = await core.place('lab', placement('uid-b', 1));
+        if (!a.placed || !b.placed) throw new Error('not placed');
+        expect([a.reservation.node, b.reservation.node]).toEqual(['n2', 'n2']);
+        await core.applyCapacity('donor-a', {
+          full: false,
+          nodes: [gpuNode('n2', 1, { offloadedPodUids: ['uid-a', 'uid-b'] })],
+          removedNodes: [],
+          sequence: 2,
+        });
+        expect((await stores[0]!.getReservation(a.reservation.id))?.state).toBe('bound');
+        // The agent reconnects after a pod ended unseen: its snapshot shows only uid-b. A
+        // delta that leaves n2 out changes nothing; the full report ends uid-a's reservation.
+        await core.applyCapacity('donor-a', {
+          full: false,
+          nodes: [gpuNode('n1', 8)],
+          removedNodes: [],
+          sequence: 3,
+        });
+        expect((await stores[0]!.getReservation(a.reservation.id))?.state).toBe('bound');
+        await core.applyCapacity('donor-a', {
+          full: true,
+          nodes: [gpuNode('n1', 8), gpuNode('n2', 3, { offloadedPodUids: ['uid-b'] })],
+          removedNodes: [],
+          sequence: 1,
+        });
+        expect(await stores[0]!.getReservation(a.reservation.id)).toMatchObject({
+          state: 'ended',
+          reason: 'remote pod no longer on donor-a/n2 (full report)',
+        });
+        expect((await stores[0]!.getReservation(b.reservation.id))?.state).toBe('bound');
+        expect((await core.peeringState('lab')).asOrigin[0]?.inUse).toEqual({ [GPU]: 1 });
+      });
+
       it('place -> reserve -> capacity shows it -> donor reports the pod -> bound -> ends', async () => {
         const core = await newCore();
         await peeredLab(core);

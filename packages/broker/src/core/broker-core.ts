@@ -620,8 +620,11 @@ export class Core implements BrokerCore {
   ): Promise<void> {
     validateCapacityUpdate(update);
     await this.activeCluster(clusterId, 'clusterId');
-    const bound = await this.store.applyCapacity(clusterId, update, this.now());
-    this.view.noteInventory(clusterId, await this.store.getInventory(clusterId));
+    const now = this.now();
+    const bound = await this.store.applyCapacity(clusterId, update, now);
+    const inventory = await this.store.getInventory(clusterId);
+    this.view.noteInventory(clusterId, inventory);
+    if (update.full && inventory) await this.endVanished(clusterId, inventory, now);
     for (const r of bound) {
       this.view.noteReservation(r);
       this.log.info(
@@ -635,6 +638,32 @@ export class Core implements BrokerCore {
       );
     }
     this.scheduleLending(clusterId);
+  }
+
+  /**
+   * A full report is the donor's whole truth: a bound pod missing from the node it was
+   * bound on is gone, even if the report of its end was lost (the agent's stream was down
+   * when it ended). Its reservation ends, so its GPUs are not held forever. Pods on nodes
+   * the report leaves out are left alone: the node may only have stopped being lent.
+   */
+  private async endVanished(donor: string, inventory: ClusterInventory, now: Date): Promise<void> {
+    const onNode = new Map(inventory.nodes.map((n) => [n.name, new Set(n.offloadedPodUids)]));
+    for (const r of await this.store.listReservations({ donor, states: ['bound'] })) {
+      const uids = onNode.get(r.node);
+      if (!uids || uids.has(r.pod.uid)) continue;
+      const ended = await this.store.endByPod(
+        r.pod.uid,
+        `remote pod no longer on ${donor}/${r.node} (full report)`,
+        now,
+      );
+      if (!ended) continue;
+      this.view.noteReservation(ended);
+      this.log.info(
+        { reservation: ended.id, donor, node: r.node, pod: `${r.pod.namespace}/${r.pod.name}` },
+        "reservation ended: its pod is missing from the donor's full report",
+      );
+      this.scheduleLending(donor);
+    }
   }
 
   async getInventory(clusterId: string): Promise<ClusterInventory | undefined> {
