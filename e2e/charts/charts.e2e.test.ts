@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuNode, startTestbed, type TestCluster, type Testbed } from '../testbed/index.js';
 import { join } from 'node:path';
+import { BROKER_NODE_OPTIONS } from '../bench/lib/broker.js';
 import { Helm, REPO_ROOT, findHelm, run, scratchFile, type KubeObject } from './helm.js';
 
 let helm: Helm;
@@ -206,6 +207,8 @@ describe('spillway-broker', () => {
     expect(c.env?.find((e) => e.name === 'SPILLWAY_ADMIN_TOKEN')?.valueFrom).toEqual({
       secretKeyRef: { name: 'spillway-admin', key: 'admin-token' },
     });
+    // The benchmarks run the broker with the chart's Node.js flags.
+    expect(c.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(BROKER_NODE_OPTIONS);
     expect(c.readinessProbe?.httpGet.scheme).toBe('HTTPS');
     expect(d.spec.template.spec.volumes.find((v) => v.name === 'data')?.persistentVolumeClaim).toBe(
       undefined,

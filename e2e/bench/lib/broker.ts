@@ -11,6 +11,9 @@ export const ADMIN_TOKEN = 'spillway-bench-admin-0123456789abcdef';
 export const VIEWER_TOKEN = 'spillway-bench-viewer-0123456789abcdef';
 
 // Compiled to e2e/dist/bench/lib/: four levels up is the repository root.
+/** The broker chart's default `nodeOptions` (charts/spillway-broker/values.yaml). */
+export const BROKER_NODE_OPTIONS = '--max-semi-space-size=4';
+
 const MAIN = fileURLToPath(new URL('../../../../packages/broker/dist/main.js', import.meta.url));
 
 export interface BrokerOptions {
@@ -112,7 +115,11 @@ export async function startBrokerProcess(opts: BrokerOptions): Promise<BrokerPro
       opts.logLevel ?? 'info',
       ...(opts.extraFlags ?? []),
     ],
-    { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH ?? '' } },
+    {
+      stdio: ['ignore', fd, fd],
+      // As the broker chart runs it (its default `nodeOptions`).
+      env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: BROKER_NODE_OPTIONS },
+    },
   );
   closeSync(fd);
   const { grpcPort, httpPort } = await waitForPorts(logFile, child, 60_000);
