@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpuNode, startTestbed, type TestCluster, type Testbed } from '../testbed/index.js';
 import { join } from 'node:path';
+import { DAEMON_NODE_OPTIONS } from '../bench/lib/bed.js';
 import { BROKER_NODE_OPTIONS } from '../bench/lib/broker.js';
 import { Helm, REPO_ROOT, findHelm, run, scratchFile, type KubeObject } from './helm.js';
 
@@ -356,6 +357,11 @@ describe('spillway-agent', () => {
       ]),
     );
     expect(shim.env?.[0]).toMatchObject({ name: 'SPILLWAY_NODE_ADDRESS' });
+    // The benchmarks run the agent and the shim with the chart's Node.js flags.
+    const agent = container(find(objs, 'Deployment', 'spillway-agent'));
+    for (const c of [shim, agent]) {
+      expect(c.env?.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(DAEMON_NODE_OPTIONS);
+    }
     // An origin-only agent gets no write verb anywhere.
     const rules = (
       find(objs, 'ClusterRole', 'spillway-agent') as unknown as {

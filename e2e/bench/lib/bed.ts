@@ -25,6 +25,8 @@ const SHIM_MAIN = join(ROOT, 'packages/virtual-node/dist/main.js');
 export const SYSTEM_NS = 'spillway-system';
 /** Extra Node.js flags for every daemon the bed starts, space-separated. */
 export const DAEMON_NODE_ARGS_ENV = 'SPILLWAY_BENCH_NODE_ARGS';
+/** The agent chart's default `agent.nodeOptions` and `virtualNode.nodeOptions`. */
+export const DAEMON_NODE_OPTIONS = '--max-semi-space-size=4';
 /** Origin namespace of the offloaded pods (labelled for offloading). */
 export const OFFLOAD_NS = 'bench';
 /** Donor namespace of the pods created directly there (the baseline). */
@@ -73,7 +75,11 @@ function daemon(
       main,
       ...args,
     ],
-    { stdio: ['ignore', fd, fd], env: { PATH: process.env.PATH ?? '' } },
+    {
+      stdio: ['ignore', fd, fd],
+      // As the charts run the agent and the shim (their default `nodeOptions`).
+      env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: DAEMON_NODE_OPTIONS },
+    },
   );
   closeSync(fd);
   return {

@@ -1247,7 +1247,9 @@ export class Core implements BrokerCore {
         const sig = JSON.stringify([v.donorState, v.lendable, v.inUse, v.donorGpuProducts]);
         if (this.lendingSig.get(key) !== sig) {
           this.lendingSig.set(key, sig);
-          changed.add(v.origin).add(v.donor);
+          // Only the origin uses what a donor lends it (its virtual node's capacity); the
+          // donor hears of its own state changes when they happen (noteReadiness).
+          changed.add(v.origin);
         }
       }
       this.emitPeerings(changed);
