@@ -188,6 +188,9 @@ function transformingWatch<T extends KubernetesObject>(
   return wrapped as Watch;
 }
 
+/** A watch that ran this long before it failed was healthy: its back-off starts afresh. */
+const HEALTHY_WATCH_MS = 60_000;
+
 /**
  * An informer that keeps itself running: client-node's informer lists, watches and
  * handles 410 resyncs; on a watch error it stops, so restart it with backoff. The last
@@ -221,6 +224,7 @@ export function runInformer<T extends KubernetesObject>(
     opts.fieldSelector,
   );
   const backoff = new Backoff({ baseMs: 200, maxMs: 10_000 });
+  let restartedAt = 0;
   let stopped = false;
   let isSynced = false;
   let failedDuringStart: unknown;
@@ -234,13 +238,17 @@ export function runInformer<T extends KubernetesObject>(
       failedDuringStart = err;
       return;
     }
+    // A watch that ran for a while before failing starts its back-off afresh; one that
+    // fails again straight after a restart waits longer each time. ('connect' fires at the
+    // start of every attempt, successful or not, so it cannot tell the two apart.)
+    if (Date.now() - restartedAt > HEALTHY_WATCH_MS) backoff.reset();
     const delay = backoff.next();
     logger.warn({ err: apiMessage(err), path, delayMs: delay }, 'watch failed; restarting');
     timer = setTimeout(() => {
+      restartedAt = Date.now();
       if (!stopped) informer.start().catch(() => undefined);
     }, delay);
   });
-  informer.on('connect', () => backoff.reset());
   const synced = (async () => {
     const b = new Backoff({ baseMs: 200, maxMs: 5_000 });
     while (!stopped) {

@@ -511,9 +511,41 @@ function ignoreNotFound(err: unknown): void {
 }
 
 /** Kubernetes API refusals become Spillway errors an origin can read. */
+/** Connection-level failures (no HTTP status): the donor's API server could not be reached. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EPIPE',
+  'EAI_AGAIN',
+]);
+
+function unreachable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (NETWORK_CODES.has(code) || code.startsWith('UND_ERR_'))) {
+      return true;
+    }
+    if (e.message === 'fetch failed') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 export function toKubeAwareError(err: unknown): SpillwayError {
   const status = apiStatus(err);
-  if (status === undefined || err instanceof SpillwayError) return toSpillwayError(err);
+  if (err instanceof SpillwayError) return err;
+  if (status === undefined && unreachable(err)) {
+    return new SpillwayError(
+      ErrorCode.UNAVAILABLE,
+      `donor API server unreachable: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+  if (status === undefined) return toSpillwayError(err);
   const msg = apiMessage(err);
   if (status === 403 && /exceeded quota/i.test(msg))
     return new SpillwayError(ErrorCode.QUOTA_EXCEEDED, msg, { cause: err });
