@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { isSpillwayError } from './errors.js';
 import {
   RevocationList,
+  assertValidAt,
   createCertificateAuthority,
   createCsr,
   generateKeyPair,
@@ -86,6 +87,21 @@ describe('PKI', () => {
     expectCode(
       () => verifyCertificate(future.certPem, { caCertPem: ca.certPem }),
       'CERT_NOT_YET_VALID',
+    );
+    // Checked apart (a cached chain check), validity still decides at each use.
+    const info = verifyCertificate(past.certPem, { caCertPem: ca.certPem, checkValidity: false });
+    expectCode(() => assertValidAt(info, new Date()), 'CERT_EXPIRED');
+    expect(() => assertValidAt(info, new Date(info.notAfter.getTime() - 1000))).not.toThrow();
+    const foreign = issueCertificate({
+      ca: otherCa,
+      csrPem: createCsr(generateKeyPair().privateKeyPem, 'x'),
+      profile: 'client',
+      identity: { kind: 'cluster', name: 'gpu-east' },
+      validSeconds: 3600,
+    });
+    expectCode(
+      () => verifyCertificate(foreign.certPem, { caCertPem: ca.certPem, checkValidity: false }),
+      'CERT_UNTRUSTED',
     );
   });
 

@@ -360,6 +360,27 @@ export interface VerifyOptions {
   isRevoked?: (serial: string) => boolean;
   /** Refuse certificates without this identity kind. */
   requireKind?: Identity['kind'];
+  /**
+   * False to check only what never changes (issuer, signature, identity kind), e.g. to
+   * cache the result; the caller then checks validity with assertValidAt at each use.
+   */
+  checkValidity?: boolean;
+}
+
+/** Throws CERT_NOT_YET_VALID or CERT_EXPIRED unless `now` is within the validity period. */
+export function assertValidAt(info: CertificateInfo, now: Date): void {
+  if (now < info.notBefore) {
+    throw new SpillwayError(
+      ErrorCode.CERT_NOT_YET_VALID,
+      `certificate is not valid before ${info.notBefore.toISOString()}`,
+    );
+  }
+  if (now > info.notAfter) {
+    throw new SpillwayError(
+      ErrorCode.CERT_EXPIRED,
+      `certificate expired at ${info.notAfter.toISOString()}`,
+    );
+  }
 }
 
 /**
@@ -376,19 +397,7 @@ export function verifyCertificate(certPem: string | Buffer, opts: VerifyOptions)
     );
   }
   const info = infoOf(x);
-  const now = opts.now ?? new Date();
-  if (now < info.notBefore) {
-    throw new SpillwayError(
-      ErrorCode.CERT_NOT_YET_VALID,
-      `certificate is not valid before ${info.notBefore.toISOString()}`,
-    );
-  }
-  if (now > info.notAfter) {
-    throw new SpillwayError(
-      ErrorCode.CERT_EXPIRED,
-      `certificate expired at ${info.notAfter.toISOString()}`,
-    );
-  }
+  if (opts.checkValidity !== false) assertValidAt(info, opts.now ?? new Date());
   if (opts.isRevoked?.(info.serial)) {
     throw new SpillwayError(ErrorCode.CERT_REVOKED, `certificate ${info.serial} has been revoked`);
   }

@@ -970,11 +970,9 @@ export class Core implements BrokerCore {
         candidates = result.candidates.slice(0, CANDIDATES_PER_ATTEMPT);
       }
       for (const c of candidates) {
-        const id = randomUUID();
         const at = this.now();
-        // Concurrent placements on this replica see the promise while it is being made.
-        this.view.hold({
-          id,
+        const promise: ReservationRecord = {
+          id: randomUUID(),
           origin,
           donor: c.donor,
           node: c.node,
@@ -984,18 +982,16 @@ export class Core implements BrokerCore {
           state: 'open',
           createdAt: at.toISOString(),
           expiresAt: new Date(at.getTime() + this.reservationTtlMs).toISOString(),
-        });
+        };
+        const { id, state: _state, createdAt: _created, expiresAt: _expires, ...ask } = promise;
+        // Concurrent placements on this replica see the promise while it is being made.
+        this.view.hold(promise);
         let res: ReserveResult;
         try {
           res = await this.store.reserve(
             {
               id,
-              origin,
-              donor: c.donor,
-              node: c.node,
-              resource: c.resource,
-              gpus: c.gpus,
-              pod: req.pod,
+              ...ask,
               ttlMs: this.reservationTtlMs,
               peeringMaxGpus: c.peeringMaxGpus,
               donorMaxGpus: c.donorMaxGpus,

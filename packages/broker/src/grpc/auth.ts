@@ -4,6 +4,7 @@ import { experimental } from '@grpc/grpc-js';
 import {
   ErrorCode,
   SpillwayError,
+  assertValidAt,
   inspectCertificate,
   verifyCertificate,
   type CertificateInfo,
@@ -131,19 +132,8 @@ export async function authenticate(
       'this call needs a valid client certificate issued by the Spillway broker (join the cluster first)',
     );
   }
-  const info = verifiedPeer(peer.raw, caPem, now);
-  if (now < info.notBefore) {
-    throw new SpillwayError(
-      ErrorCode.CERT_NOT_YET_VALID,
-      `certificate is not valid before ${info.notBefore.toISOString()}`,
-    );
-  }
-  if (now > info.notAfter) {
-    throw new SpillwayError(
-      ErrorCode.CERT_EXPIRED,
-      `certificate expired at ${info.notAfter.toISOString()}`,
-    );
-  }
+  const info = verifiedPeer(peer.raw, caPem);
+  assertValidAt(info, now);
   if (await isRevoked(info.serial)) {
     throw new SpillwayError(ErrorCode.CERT_REVOKED, `certificate ${info.serial} has been revoked`);
   }
@@ -162,7 +152,7 @@ export async function authenticate(
 const verified = { caPem: '', byDer: new Map<string, CertificateInfo>() };
 const VERIFIED_LIMIT = 20_000;
 
-function verifiedPeer(raw: Buffer, caPem: string, now: Date): CertificateInfo {
+function verifiedPeer(raw: Buffer, caPem: string): CertificateInfo {
   if (verified.caPem !== caPem) {
     verified.caPem = caPem;
     verified.byDer = new Map();
@@ -171,21 +161,12 @@ function verifiedPeer(raw: Buffer, caPem: string, now: Date): CertificateInfo {
   const hit = verified.byDer.get(key);
   if (hit) return hit;
   const pem = new X509Certificate(raw).toString();
-  // Validity is checked by the caller at each call; verify here only what never changes.
   const info = verifyCertificate(pem, {
     caCertPem: caPem,
-    now: validMoment(pem, now),
     requireKind: 'cluster',
+    checkValidity: false,
   });
   if (verified.byDer.size >= VERIFIED_LIMIT) verified.byDer.clear();
   verified.byDer.set(key, info);
   return info;
-}
-
-/** A moment inside the certificate's validity, so verifyCertificate checks chain and kind only. */
-function validMoment(pem: string, now: Date): Date {
-  const x = new X509Certificate(pem);
-  const from = new Date(x.validFrom);
-  const to = new Date(x.validTo);
-  return now < from || now > to ? from : now;
 }
