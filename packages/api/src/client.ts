@@ -358,7 +358,8 @@ export class ClusterStream {
     private readonly logger: Logger | undefined,
     private readonly onClosed: () => void,
   ) {
-    this.backoff = new Backoff({ baseMs: 200, maxMs: 30_000, ...options.backoff });
+    // Jittered, so a fleet of agents does not return in step; 10 s at most between dials.
+    this.backoff = new Backoff({ baseMs: 200, maxMs: 10_000, ...options.backoff });
     this.heartbeatMs = options.heartbeatIntervalMs ?? 10_000;
     this.timeoutMs = this.heartbeatMs * 3;
   }

@@ -53,5 +53,9 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 5_000,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  // grpc-js backs a lost connection off up to 120 s on its own, on top of the stream's
+  // back-off: capped here, a broker back from a restart is found within seconds.
+  'grpc.initial_reconnect_backoff_ms': 500,
+  'grpc.max_reconnect_backoff_ms': 5_000,
 };
 export * from './client.js';
