@@ -843,7 +843,14 @@ export class Core implements BrokerCore {
         podSecurity: DEFAULT_DONOR_POLICY.podSecurity,
       };
     }
-    const lending = lendingOf({ ...d, peering: p }, p.origin, now, this.heartbeatTimeoutMs);
+    const summary = this.view.summary(d.cluster.id);
+    const lending = lendingOf(
+      { ...d, peering: p },
+      p.origin,
+      now,
+      this.heartbeatTimeoutMs,
+      summary && ((node, resource) => summary.byName.get(node.name)?.free[resource] ?? 0),
+    );
     const state = clusterReadiness(
       d.cluster,
       d.agent,

@@ -605,6 +605,8 @@ export function lendingOf(
   origin: string,
   now: Date,
   heartbeatTimeoutMs: number,
+  /** A node's effective free GPUs when the caller has them (fast.ts's summary). */
+  freeOf?: (node: NodeInventory, resource: string) => number,
 ): Lending {
   const lendable: Record<string, number> = {};
   const inUse: Record<string, number> = {};
@@ -624,7 +626,11 @@ export function lendingOf(
     if (nodeLendable(node, d.cluster.policy, d.peering) !== undefined) continue;
     if (node.gpuProduct !== '') products.add(node.gpuProduct);
     for (const resource of Object.keys(node.gpus)) {
-      const free = usable ? effectiveFree(node, resource, d.reservations) : 0;
+      const free = !usable
+        ? 0
+        : freeOf
+          ? freeOf(node, resource)
+          : effectiveFree(node, resource, d.reservations);
       lendable[resource] = (lendable[resource] ?? 0) + free;
     }
   }

@@ -10,6 +10,7 @@ import {
 import {
   GPU_PRODUCT_LABEL,
   evaluatePlacement,
+  lendingOf,
   type DonorSnapshot,
   type PlacementSnapshot,
 } from './engine.js';
@@ -217,6 +218,19 @@ describe('fastCandidates', () => {
             k,
           );
           expect(fast.map(key)).toEqual(full.candidates.slice(0, k).map(key));
+          // What a donor lends, from its summary, is what lendingOf computes from scratch.
+          for (const d of donors) {
+            const summary = summarizeDonor(d.cluster.policy, d.inventory, d.reservations);
+            expect(
+              lendingOf(
+                d,
+                'lab',
+                NOW,
+                15_000,
+                (node, r) => summary.byName.get(node.name)?.free[r] ?? 0,
+              ),
+            ).toEqual(lendingOf(d, 'lab', NOW, 15_000));
+          }
           if (policy !== 'cost' && request.donors.length === 0) {
             // The index, filled in a shuffled order and with a donor re-filed, walks to the same answer.
             const index = new FreeIndex();
