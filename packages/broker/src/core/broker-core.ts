@@ -25,6 +25,7 @@ import {
 import type { Store } from '../store/store.js';
 import {
   fastCandidates,
+  freeOn,
   indexedCandidates,
   type DonorSummary,
   type FastDonor,
@@ -34,6 +35,7 @@ import {
   clusterReadiness,
   compareNames,
   effectiveFree,
+  peeringLends,
   evaluatePlacement,
   lendingOf,
   nodeLendable,
@@ -849,7 +851,7 @@ export class Core implements BrokerCore {
       p.origin,
       now,
       this.heartbeatTimeoutMs,
-      summary && ((node, resource) => summary.byName.get(node.name)?.free[resource] ?? 0),
+      summary && ((node, resource) => freeOn(summary, node, resource)),
     );
     const state = clusterReadiness(
       d.cluster,
@@ -1367,13 +1369,7 @@ function capacityRows(
   const byKey = new Map<string, CapacityRow>();
   for (const { node, lendable, free: freeOf } of summary.nodes) {
     if (!lendable) continue;
-    if (
-      peering &&
-      peering.gpuProducts.length > 0 &&
-      !peering.gpuProducts.includes(node.gpuProduct)
-    ) {
-      continue;
-    }
+    if (peering && !peeringLends(peering, node.gpuProduct)) continue;
     if (f.gpuProduct !== undefined && node.gpuProduct !== f.gpuProduct) continue;
     if (f.minGpuMemoryMiB !== undefined && node.gpuMemoryMiB < f.minGpuMemoryMiB) continue;
     for (const [resource, amount] of Object.entries(node.gpus)) {

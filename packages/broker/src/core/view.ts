@@ -67,7 +67,6 @@ export class StoreView {
   private byDonor = new Map<string, Map<string, PeeringRecord>>();
   private conns = new Map<string, ConnectionRecord>();
   private donors = new Map<string, DonorEntry>();
-  private podIndex = new Map<string, ReservationRecord>();
   private tombstones = new Set<string>();
 
   private loaded = false;
@@ -149,7 +148,6 @@ export class StoreView {
         this.conns = new Map(conns.map((c) => [connKey(c.clusterId, c.component), c]));
         const previous = this.donors;
         this.donors = new Map();
-        this.podIndex = new Map();
         this.tombstones = new Set();
         // Promises in flight survive a re-read; they end when their reserve() answers.
         for (const [id, e] of previous) if (e.holds.size > 0) this.entry(id).holds = e.holds;
@@ -171,8 +169,8 @@ export class StoreView {
   }
 
   /** Re-reads connections when due (lastSeenAt moves on every heartbeat, on any replica). */
-  async refreshConnections(force = false): Promise<void> {
-    if (!force && performance.now() - this.connsAt < this.connectionRefreshMs) return;
+  async refreshConnections(): Promise<void> {
+    if (performance.now() - this.connsAt < this.connectionRefreshMs) return;
     this.connsLoading ??= (async () => {
       try {
         const started = performance.now();
@@ -212,10 +210,6 @@ export class StoreView {
 
   connection(clusterId: string, component: Component): ConnectionRecord | undefined {
     return this.conns.get(connKey(clusterId, component));
-  }
-
-  connections(): ConnectionRecord[] {
-    return [...this.conns.values()];
   }
 
   inventory(id: string): ClusterInventory | undefined {
@@ -395,10 +389,8 @@ export class StoreView {
     if (isLive(r)) {
       if (this.tombstones.has(r.id)) return;
       e.live.set(r.id, r);
-      this.podIndex.set(r.pod.uid, r);
     } else {
       e.live.delete(r.id);
-      if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
       if (this.tombstones.size >= TOMBSTONE_LIMIT) this.tombstones.clear();
       this.tombstones.add(r.id);
     }
@@ -477,9 +469,6 @@ export class StoreView {
           for (const rid of touched) {
             const r = e.live.get(rid);
             if (r) kept.set(rid, r);
-          }
-          for (const r of e.live.values()) {
-            if (this.podIndex.get(r.pod.uid)?.id === r.id) this.podIndex.delete(r.pod.uid);
           }
           e.live = new Map();
           for (const r of live) if (!touched.has(r.id)) this.putReservation(r);

@@ -227,11 +227,16 @@ export function nodeLendable(
   for (const [k, v] of Object.entries(policy.nodeSelector)) {
     if (labels[k] !== v) return `not lent by the donor policy (needs ${k}=${v})`;
   }
-  if (peering && peering.gpuProducts.length > 0 && !peering.gpuProducts.includes(node.gpuProduct)) {
+  if (peering && !peeringLends(peering, node.gpuProduct)) {
     const product = node.gpuProduct === '' ? 'unknown product' : `product ${node.gpuProduct}`;
     return `${product} not lent to ${peering.origin} (peering allows ${peering.gpuProducts.join(', ')})`;
   }
   return undefined;
+}
+
+/** Whether the peering lends nodes of this product (no product list: every product). */
+export function peeringLends(peering: PeeringRecord, gpuProduct: string): boolean {
+  return peering.gpuProducts.length === 0 || peering.gpuProducts.includes(gpuProduct);
 }
 
 /** Why the pod does not fit on a lendable node, or undefined when it does. */

@@ -17,6 +17,7 @@ import {
 import {
   FreeIndex,
   fastCandidates,
+  freeOn,
   indexedCandidates,
   summarizeDonor,
   type FastDonor,
@@ -221,15 +222,9 @@ describe('fastCandidates', () => {
           // What a donor lends, from its summary, is what lendingOf computes from scratch.
           for (const d of donors) {
             const summary = summarizeDonor(d.cluster.policy, d.inventory, d.reservations);
-            expect(
-              lendingOf(
-                d,
-                'lab',
-                NOW,
-                15_000,
-                (node, r) => summary.byName.get(node.name)?.free[r] ?? 0,
-              ),
-            ).toEqual(lendingOf(d, 'lab', NOW, 15_000));
+            expect(lendingOf(d, 'lab', NOW, 15_000, (node, r) => freeOn(summary, node, r))).toEqual(
+              lendingOf(d, 'lab', NOW, 15_000),
+            );
           }
           if (policy !== 'cost' && request.donors.length === 0) {
             // The index, filled in a shuffled order and with a donor re-filed, walks to the same answer.

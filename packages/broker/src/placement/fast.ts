@@ -19,6 +19,7 @@ import {
   nodeLabels,
   nodeLendable,
   openByNode,
+  peeringLends,
   quotaHeadroom,
   requirementMismatch,
   usageOf,
@@ -62,6 +63,11 @@ export interface DonorSummary {
   usage: DonorUsage;
   /** Answers derived from this summary (capacity rows by filter), valid as long as it is. */
   derived: Map<string, unknown>;
+}
+
+/** The node's effective free GPUs of `resource` in the summary (0 for a node it lacks). */
+export function freeOn(summary: DonorSummary, node: NodeInventory, resource: string): number {
+  return summary.byName.get(node.name)?.free[resource] ?? 0;
 }
 
 export function summarizeDonor(
@@ -131,13 +137,13 @@ function productAllowed(request: PlacementRequest, labelProduct: string): boolea
   return true;
 }
 
-/** Smallest index with free[i] >= want. */
-function lowerBound(free: readonly number[], want: number): number {
+/** Smallest index with list[i] >= want in an ascending list (numbers, or ids in code-unit order). */
+function lowerBound<T extends number | string>(list: readonly T[], want: T): number {
   let lo = 0;
-  let hi = free.length;
+  let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (free[mid]! < want) lo = mid + 1;
+    if (list[mid]! < want) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -151,10 +157,9 @@ function donorBound(
 ): number | undefined {
   const groups = d.summary.byResource.get(request.resource);
   if (!groups) return undefined;
-  const allowed = d.peering.gpuProducts;
   let best: number | undefined;
   for (const g of groups) {
-    if (allowed.length > 0 && !allowed.includes(g.gpuProduct)) continue;
+    if (!peeringLends(d.peering, g.gpuProduct)) continue;
     if (!productAllowed(request, g.labelProduct)) continue;
     const i = lowerBound(g.free, request.gpus);
     if (i === g.free.length) continue;
@@ -221,7 +226,7 @@ export function fastCandidates(
     const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) => compareNames(a.name, b.name));
     const { fits } = evaluateDonorNodes(d.snapshot(), d.peering, nodes, request, policy, {
       verdicts: false,
-      freeOf: (node) => d.summary.byName.get(node.name)?.free[request.resource] ?? 0,
+      freeOf: (node) => freeOn(d.summary, node, request.resource),
     });
     for (const c of fits) insertTop(top, c, k, policy);
   }
@@ -238,18 +243,6 @@ function insertTop(top: Candidate[], c: Candidate, k: number, policy: PlacementP
 
 // ---------------------------------------------------------------------------------------
 // An index of donors by the free GPUs of their nodes
-
-/** Sorted insert/remove on a sorted array of ids. */
-function sortedIndex(list: readonly string[], id: string): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (list[mid]! < id) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 /**
  * Donors by (resource, free GPUs on one of their lendable nodes), ids sorted in each
@@ -269,7 +262,7 @@ export class FreeIndex {
         for (const f of frees) {
           const list = row?.[f];
           if (!list) continue;
-          const i = sortedIndex(list, donor);
+          const i = lowerBound(list, donor);
           if (list[i] === donor) list.splice(i, 1);
         }
       }
@@ -285,7 +278,7 @@ export class FreeIndex {
       if (!row) this.buckets.set(resource, (row = []));
       for (const f of frees) {
         const list = (row[f] ??= []);
-        list.splice(sortedIndex(list, donor), 0, donor);
+        list.splice(lowerBound(list, donor), 0, donor);
       }
       now.set(resource, [...frees]);
     }
