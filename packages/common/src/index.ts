@@ -6,6 +6,8 @@ export * from './queue.js';
 export * from './retry.js';
 export * from './identity.js';
 export * from './pki.js';
+export * from './pki-dir.js';
+export * from './api-token.js';
 export * from './lifecycle.js';
 export * from './quantity.js';
 export * from './gpu.js';

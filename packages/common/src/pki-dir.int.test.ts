@@ -2,8 +2,9 @@ import { mkdtempSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { inspectCertificate, silentLogger, verifyCertificate } from '@spillway/common';
-import { ensureBrokerPki, pkiPaths } from './pki-files.js';
+import { silentLogger } from './logging.js';
+import { ensureBrokerPki, pkiPaths } from './pki-dir.js';
+import { inspectCertificate, verifyCertificate } from './pki.js';
 
 const dirs: string[] = [];
 function tempDir(): string {
