@@ -3,6 +3,20 @@ import tseslint from 'typescript-eslint';
 import { importX } from 'eslint-plugin-import-x';
 import globals from 'globals';
 
+/** Packages talk to each other only through their entry points. */
+const PACKAGE_BOUNDARIES = [
+  {
+    // @spillway/api/rest is an entry point of its own: the REST wire types, apart from the
+    // proto types whose names they share.
+    group: ['@spillway/*/*', '!@spillway/api/rest'],
+    message: 'Import other Spillway packages through their entry point.',
+  },
+  {
+    group: ['../../*/src/*', '../../../packages/*'],
+    message: 'No deep imports across packages.',
+  },
+];
+
 export default tseslint.config(
   {
     ignores: [
@@ -37,16 +51,26 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          patterns: [
+          patterns: PACKAGE_BOUNDARIES,
+        },
+      ],
+    },
+  },
+  {
+    // spillctl ships without the broker's server stack; its REST types are @spillway/api/rest.
+    files: ['packages/cli/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
             {
-              group: ['@spillway/*/*'],
-              message: 'Import other Spillway packages through their entry point.',
-            },
-            {
-              group: ['../../*/src/*', '../../../packages/*'],
-              message: 'No deep imports across packages.',
+              name: '@spillway/broker',
+              message:
+                'spillctl must not depend on the broker: use @spillway/api/rest and @spillway/common.',
             },
           ],
+          patterns: PACKAGE_BOUNDARIES,
         },
       ],
     },

@@ -4,6 +4,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { ClusterProto, PlacementProto, PodProto } from './gen/index.js';
 
 export type * from './gen/index.js';
+// The REST API's types are at '@spillway/api/rest' (several names match proto messages).
 
 /** proto/ at the repository root; the same relative path from src/ and dist/. */
 export const PROTO_DIR = fileURLToPath(new URL('../../../proto', import.meta.url));

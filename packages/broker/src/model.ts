@@ -2,33 +2,31 @@
  * The broker's domain model: what the store keeps and every part of the broker shares.
  * Plain data, JSON-serializable; times are RFC 3339 strings.
  */
+import type {
+  ClusterRole,
+  Component,
+  DonorPolicy,
+  NodeInventory,
+  PodRef,
+  ReservationRecord,
+  ReservationState,
+} from '@spillway/api/rest';
 
-export type ClusterRole = 'origin' | 'donor' | 'both';
-export type Component = 'agent' | 'virtual-node';
-export type PodSecurityLevel = 'restricted' | 'baseline';
-export type PlacementPolicy = 'binpack' | 'spread' | 'cost';
-
-export interface PodRef {
-  originCluster: string;
-  namespace: string;
-  name: string;
-  uid: string;
-}
-
-/** What a donor agrees to lend, set by the broker's admin (PATCH /clusters/{id}). */
-export interface DonorPolicy {
-  /** GPUs lent to all origins together; 0 means no limit. */
-  maxGpus: number;
-  /** GPUs lent to any one origin; 0 means no limit. */
-  maxGpusPerOrigin: number;
-  /** Only nodes with all these labels are lent. */
-  nodeSelector: Record<string, string>;
-  /** A cordoned donor takes no new placements; running pods stay. */
-  cordoned: boolean;
-  /** Price used by the `cost` placement policy. */
-  costPerGpuHour: number;
-  podSecurity: PodSecurityLevel;
-}
+// What the REST API answers with as stored is declared once, with the wire types.
+export type {
+  ClusterRole,
+  Component,
+  DonorPolicy,
+  NodeInventory,
+  PeeringRecord,
+  PlacementPolicy,
+  PodRef,
+  PodSecurityLevel,
+  ReservationRecord,
+  ReservationState,
+  ResourceAmount,
+  Taint,
+} from '@spillway/api/rest';
 
 export const DEFAULT_DONOR_POLICY: DonorPolicy = {
   maxGpus: 0,
@@ -63,46 +61,6 @@ export interface JoinTokenRecord {
   usedAt?: string;
 }
 
-export interface PeeringRecord {
-  origin: string;
-  donor: string;
-  /** 0 means no limit beyond the donor's policy. */
-  maxGpus: number;
-  /** When non-empty, only these GPU products (nvidia.com/gpu.product) are lent. */
-  gpuProducts: string[];
-  createdAt: string;
-  /** Set while the peering is being removed (drain). */
-  deletingSince?: string;
-}
-
-export interface ResourceAmount {
-  allocatable: number;
-  free: number;
-}
-
-export interface Taint {
-  key: string;
-  value: string;
-  effect: string;
-}
-
-export interface NodeInventory {
-  name: string;
-  gpus: Record<string, ResourceAmount>;
-  gpuProduct: string;
-  gpuMemoryMiB: number;
-  labels: Record<string, string>;
-  taints: Taint[];
-  ready: boolean;
-  cordoned: boolean;
-  cpuAllocatableMillis: number;
-  cpuFreeMillis: number;
-  memoryAllocatableBytes: number;
-  memoryFreeBytes: number;
-  /** Origin pod uids already counted in `free` on this node. */
-  offloadedPodUids: string[];
-}
-
 export interface ClusterInventory {
   clusterId: string;
   nodes: NodeInventory[];
@@ -124,34 +82,6 @@ export interface ConnectionRecord {
   brokerId: string;
   connectedAt: string;
   lastSeenAt: string;
-}
-
-/**
- * open: GPUs promised, the pod not yet seen on the donor; expires at `expiresAt`.
- * bound: the donor reports the pod on the node; counts against quotas until it ends.
- * released / expired / ended: finished; kept for GET /offloads history for a while.
- */
-export type ReservationState = 'open' | 'bound' | 'released' | 'expired' | 'ended';
-
-export interface ReservationRecord {
-  id: string;
-  origin: string;
-  donor: string;
-  node: string;
-  resource: string;
-  gpus: number;
-  pod: PodRef;
-  state: ReservationState;
-  createdAt: string;
-  expiresAt: string;
-  boundAt?: string;
-  endedAt?: string;
-  /** Why it was released / ended. */
-  reason?: string;
-  /** Last remote pod phase reported by the donor. */
-  remotePhase?: string;
-  remoteNamespace?: string;
-  remoteName?: string;
 }
 
 export interface ReserveRequest {
@@ -184,10 +114,4 @@ export interface ReservationFilter {
   states?: ReservationState[];
 }
 
-export interface ApiTokenRecord {
-  id: string;
-  secretHash: string;
-  role: 'admin' | 'viewer';
-  description: string;
-  createdAt: string;
-}
+export type { ApiTokenRecord } from '@spillway/common';

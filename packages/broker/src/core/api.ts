@@ -1,5 +1,15 @@
 import type { EventEmitter } from 'node:events';
 import type {
+  CapacitySummary,
+  ClusterDetail,
+  ClusterView,
+  IssuedJoinToken,
+  LabelOperator,
+  PeeringView,
+  PlacementResult,
+  TolerationOperator,
+} from '@spillway/api/rest';
+import type {
   ClusterInventory,
   ClusterRecord,
   ClusterRole,
@@ -14,35 +24,24 @@ import type {
   Taint,
 } from '../model.js';
 
+// What REST callers see is declared once, with the wire types.
+export type {
+  CandidateVerdict,
+  CapacityRow,
+  CapacitySummary,
+  ClusterDetail,
+  ClusterState,
+  ClusterView,
+  IssuedJoinToken,
+  PeeringView,
+  PlacementResult,
+} from '@spillway/api/rest';
+
 /**
  * The broker's core: every rule about clusters, peerings, inventory and placement lives
  * behind this interface; the gRPC and REST layers only translate and authorize.
  * All methods throw SpillwayError with a stable code and a message naming what was wrong.
  */
-
-export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Revoked';
-
-export interface ClusterView {
-  id: string;
-  role: ClusterRole;
-  state: ClusterState;
-  createdAt: string;
-  lastSeenAt?: string;
-  /** Replica holding each component's stream. */
-  connections: Partial<
-    Record<Component, { brokerId: string; connectedAt: string; lastSeenAt: string }>
-  >;
-  policy: DonorPolicy;
-  certNotAfter?: string;
-  /** Sum over eligible nodes, by resource name. */
-  gpus: Record<string, { allocatable: number; free: number }>;
-  nodeCount: number;
-}
-
-export interface ClusterDetail extends ClusterView {
-  nodes: (NodeInventory & { eligible: boolean; reason?: string })[];
-  peerings: PeeringRecord[];
-}
 
 export interface ClusterPatch {
   cordoned?: boolean;
@@ -54,15 +53,6 @@ export interface JoinTokenInput {
   role: ClusterRole;
   /** Default 15 minutes; at most 24 hours. */
   ttlMs?: number;
-}
-
-export interface IssuedJoinToken {
-  /** `<id>.<secret>`; shown once. */
-  token: string;
-  id: string;
-  clusterId: string;
-  role: ClusterRole;
-  expiresAt: string;
 }
 
 export interface JoinResult {
@@ -81,13 +71,13 @@ export interface PeeringInput {
 
 export interface LabelRequirement {
   key: string;
-  operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist' | 'Gt' | 'Lt';
+  operator: LabelOperator;
   values: string[];
 }
 
 export interface Toleration {
   key: string;
-  operator: 'Exists' | 'Equal';
+  operator: TolerationOperator;
   value: string;
   effect: string;
 }
@@ -105,63 +95,12 @@ export interface PlacementRequest {
   policy?: PlacementPolicy;
 }
 
-export interface CandidateVerdict {
-  donor: string;
-  node: string;
-  /** Empty for the chosen candidate and for feasible ones not chosen. */
-  reason: string;
-  score: number;
-}
-
-export type PlacementResult =
-  | {
-      placed: true;
-      reservation: ReservationRecord;
-      verdicts: CandidateVerdict[];
-      /** simulate(): nothing was reserved; the reservation has an empty id. */
-      simulated?: boolean;
-    }
-  | {
-      placed: false;
-      /** NO_PEERING, NO_FIT, QUOTA_EXCEEDED, DONOR_NOT_READY. */
-      code: string;
-      reason: string;
-      verdicts: CandidateVerdict[];
-    };
-
 export interface CapacityFilter {
   gpuProduct?: string;
   minGpuMemoryMiB?: number;
   /** Only donors peered with this origin, counted within the peering's limits. */
   origin?: string;
   resource?: string;
-}
-
-export interface CapacityRow {
-  cluster: string;
-  gpuProduct: string;
-  gpuMemoryMiB: number;
-  resource: string;
-  allocatable: number;
-  free: number;
-  /** Free GPUs on the single emptiest node: the largest pod that fits. */
-  largestFreeOnNode: number;
-  nodes: number;
-}
-
-export interface CapacitySummary {
-  rows: CapacityRow[];
-  totals: { allocatable: number; free: number };
-}
-
-export interface PeeringView extends PeeringRecord {
-  donorState: ClusterState | 'Cordoned';
-  /** GPUs the donor lends this origin right now, by resource. */
-  lendable: Record<string, number>;
-  inUse: Record<string, number>;
-  donorGpuProducts: string[];
-  tenantNamespace: string;
-  podSecurity: string;
 }
 
 /** What a cluster's streams are told: its peerings as origin and as donor. */

@@ -8,9 +8,30 @@ import {
   toSpillwayError,
   type Logger,
 } from '@spillway/common';
+import type {
+  ApiTokenCreated,
+  ApiTokenList,
+  ApiTokenRequest,
+  CapacityQuery,
+  CapacitySummary,
+  ClusterDetail,
+  ClusterList,
+  ClusterView,
+  IssuedJoinToken,
+  JoinTokenRequest,
+  OffloadList,
+  OffloadsQuery,
+  PatchClusterRequest,
+  PeeringList,
+  PeeringQuery,
+  PeeringRequest,
+  PeeringView,
+  PlacementResult,
+  SimulateRequest,
+} from '@spillway/api/rest';
 import type { BrokerCore, ClusterPatch, LabelRequirement, Toleration } from '../core/api.js';
 import type { Metrics } from '../metrics.js';
-import type { ClusterRole, DonorPolicy, PlacementPolicy, ReservationState } from '../model.js';
+import type { ReservationState } from '../model.js';
 import type { Store } from '../store/store.js';
 import { roleAllows, type RestAuth } from './auth.js';
 import { makeErrorHandler } from './errors.js';
@@ -57,28 +78,8 @@ const API = '/api/v1';
 /** How long /readyz waits for the store before it answers 503. */
 const READY_TIMEOUT_MS = 2_000;
 
-interface PatchClusterBody {
-  cordoned?: boolean;
-  maxGpus?: number;
-  maxGpusPerOrigin?: number;
-  nodeSelector?: Record<string, string>;
-  costPerGpuHour?: number;
-  podSecurity?: DonorPolicy['podSecurity'];
-}
-
-interface SimulateBody {
-  origin: string;
-  gpus: number;
-  resource: string;
-  nodeSelector?: Record<string, string>;
-  requirements?: { key: string; operator: LabelRequirement['operator']; values?: string[] }[];
-  tolerations?: Partial<Toleration>[];
-  cpuMillis?: number;
-  memoryBytes?: number;
-  donors?: string[];
-  policy?: PlacementPolicy;
-  namespace?: string;
-}
+/** The schema's default fills in `resource` before the handler runs. */
+type SimulateBody = SimulateRequest & { resource: string };
 
 /** Copies only the keys that are present, so exactOptionalPropertyTypes holds. */
 function defined<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
@@ -87,7 +88,7 @@ function defined<T extends object>(o: T): { [K in keyof T]?: Exclude<T[K], undef
   };
 }
 
-function toClusterPatch(body: PatchClusterBody): ClusterPatch {
+function toClusterPatch(body: PatchClusterRequest): ClusterPatch {
   const { cordoned, ...policy } = body;
   const patch: ClusterPatch = {};
   if (cordoned !== undefined) patch.cordoned = cordoned;
@@ -251,13 +252,13 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       reply.send(api.swagger()),
     );
 
-    api.get(
+    api.get<{ Reply: ClusterList }>(
       `${API}/clusters`,
       { schema: { summary: 'List clusters', tags: ['clusters'], security } },
       async () => ({ clusters: await core.listClusters() }),
     );
 
-    api.get<{ Params: { id: string } }>(
+    api.get<{ Params: { id: string }; Reply: ClusterDetail }>(
       `${API}/clusters/:id`,
       {
         schema: {
@@ -270,7 +271,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       async (req) => core.getCluster(req.params.id),
     );
 
-    api.patch<{ Params: { id: string }; Body: PatchClusterBody }>(
+    api.patch<{ Params: { id: string }; Body: PatchClusterRequest; Reply: ClusterView }>(
       `${API}/clusters/:id`,
       {
         schema: {
@@ -300,7 +301,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       },
     );
 
-    api.post<{ Body: { clusterId: string; role: ClusterRole; ttl?: string } }>(
+    api.post<{ Body: JoinTokenRequest; Reply: IssuedJoinToken }>(
       `${API}/join-tokens`,
       {
         schema: {
@@ -321,14 +322,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       },
     );
 
-    api.get<{
-      Querystring: {
-        gpuProduct?: string;
-        minGpuMemoryMiB?: string;
-        origin?: string;
-        resource?: string;
-      };
-    }>(
+    api.get<{ Querystring: CapacityQuery; Reply: CapacitySummary }>(
       `${API}/capacity`,
       {
         schema: {
@@ -352,7 +346,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       },
     );
 
-    api.get<{ Querystring: { origin?: string; donor?: string } }>(
+    api.get<{ Querystring: PeeringQuery; Reply: PeeringList }>(
       `${API}/peerings`,
       {
         schema: {
@@ -365,7 +359,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       async (req) => ({ peerings: await core.listPeerings(defined(req.query)) }),
     );
 
-    api.post<{ Body: { origin: string; donor: string; maxGpus?: number; gpuProducts?: string[] } }>(
+    api.post<{ Body: PeeringRequest; Reply: PeeringView }>(
       `${API}/peerings`,
       {
         schema: {
@@ -395,7 +389,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
     );
 
     // A sub-path, not `:drain`: a custom method cannot follow a path parameter in fastify.
-    api.post<{ Params: { origin: string; donor: string } }>(
+    api.post<{ Params: { origin: string; donor: string }; Reply: PeeringView }>(
       `${API}/peerings/:origin/:donor/drain`,
       {
         schema: {
@@ -408,7 +402,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       async (req) => core.drainPeering(req.params.origin, req.params.donor),
     );
 
-    api.get<{ Querystring: { origin?: string; donor?: string; state?: string } }>(
+    api.get<{ Querystring: OffloadsQuery; Reply: OffloadList }>(
       `${API}/offloads`,
       {
         schema: {
@@ -427,7 +421,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
     );
 
     // `::` is fastify's escape for a literal colon (Google-style custom method).
-    api.post<{ Body: SimulateBody }>(
+    api.post<{ Body: SimulateBody; Reply: PlacementResult }>(
       `${API}/placements::simulate`,
       {
         config: { minRole: 'viewer' },
@@ -473,7 +467,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       },
     );
 
-    api.get(
+    api.get<{ Reply: ApiTokenList }>(
       `${API}/api-tokens`,
       {
         config: { minRole: 'admin' },
@@ -484,7 +478,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       }),
     );
 
-    api.post<{ Body: { role: ApiRole; description?: string } }>(
+    api.post<{ Body: ApiTokenRequest; Reply: ApiTokenCreated }>(
       `${API}/api-tokens`,
       {
         schema: {
