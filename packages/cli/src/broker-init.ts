@@ -1,6 +1,14 @@
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ErrorCode, SpillwayError, issueKeyAndCertificate, silentLogger } from '@spillway/common';
+import {
+  ErrorCode,
+  SpillwayError,
+  ensureBrokerPki,
+  issueKeyAndCertificate,
+  newApiToken,
+  pkiPaths,
+  silentLogger,
+} from '@spillway/common';
 
 /** Files `broker init` adds next to the broker's own PKI files: the admin identity. */
 export const ADMIN_FILES = { cert: 'admin.crt', key: 'admin.key' } as const;
@@ -30,14 +38,12 @@ export interface BrokerInitResult {
 const ADMIN_CERT_DAYS = 365;
 
 /**
- * Creates the broker's PKI directory exactly as the broker reads it (the broker package's
- * own ensureBrokerPki writes the CA and server pair), then an admin client certificate and
+ * Creates the broker's PKI directory exactly as the broker reads it (the same ensureBrokerPki
+ * the broker runs at start-up writes the CA and server pair), then an admin client certificate and
  * an admin REST token whose hash goes into api-tokens.json. An existing CA is kept unless
  * `force`, because replacing it cuts off every cluster that joined with it.
  */
-export async function brokerInit(opts: BrokerInitOptions): Promise<BrokerInitResult> {
-  // Loaded here, not at start-up: the broker package pulls in its server stack.
-  const { ensureBrokerPki, newApiToken, pkiPaths } = await import('@spillway/broker');
+export function brokerInit(opts: BrokerInitOptions): BrokerInitResult {
   const dir = resolve(opts.dir);
   const paths = pkiPaths(dir);
   const existing = [paths.caCert, paths.caKey].filter((p) => existsSync(p));

@@ -9,7 +9,7 @@ export {
   errorLine,
   type ExitCode,
 } from './errors.js';
-export { BrokerRest, errorFromBody, type RestOptions, type SimulateInput } from './rest.js';
+export { BrokerRest, errorFromBody, type RestOptions } from './rest.js';
 export {
   brokerInit,
   ADMIN_FILES,

@@ -1,6 +1,6 @@
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import type { ClusterDetail, ClusterView, PlacementResult } from '@spillway/broker';
+import type { ClusterDetail, ClusterView, PlacementResult } from '@spillway/api/rest';
 import {
   CLUSTER_COLUMNS,
   age,

@@ -6,7 +6,7 @@ import type {
   PeeringView,
   PlacementResult,
   ReservationRecord,
-} from '@spillway/broker';
+} from '@spillway/api/rest';
 
 /** -o values; `table` is the default. json and yaml print the broker's answer as it is. */
 export const OUTPUT_FORMATS = ['table', 'wide', 'json', 'yaml'] as const;

@@ -1,20 +1,16 @@
 import { Argument, Command, CommanderError, Option } from 'commander';
 import { ErrorCode, SpillwayError } from '@spillway/common';
-import {
-  RESOURCE_NAMES,
-  cmdBrokerInit,
-  cmdCordon,
-  cmdDescribe,
-  cmdGet,
-  cmdJoin,
-  cmdLocalList,
-  cmdLocalStop,
-  cmdOffloadNamespace,
-  cmdPeer,
-  cmdSimulate,
-  cmdTokenCreate,
-  cmdUnpeer,
-} from './commands.js';
+import { cmdBrokerInit } from './commands/broker-init.js';
+import { cmdCordon } from './commands/cordon.js';
+import { cmdDescribe } from './commands/describe.js';
+import { RESOURCE_NAMES, cmdGet } from './commands/get.js';
+import { cmdJoin } from './commands/join.js';
+import { cmdLocalList, cmdLocalStop } from './commands/local.js';
+import { cmdOffloadNamespace } from './commands/offload.js';
+import { cmdPeer } from './commands/peer.js';
+import { cmdSimulate } from './commands/simulate.js';
+import { cmdTokenCreate } from './commands/token.js';
+import { cmdUnpeer } from './commands/unpeer.js';
 import { Context, type CliIO, type GlobalOptions } from './context.js';
 import {
   EXIT,
@@ -162,7 +158,7 @@ export function buildProgram(io: CliIO): Command {
         spillctl broker init --dir /etc/spillway/pki --server-dns-names broker.lab.example
         spillctl broker init --dir ./pki --server http://10.0.0.5:8080 --broker 10.0.0.5:7443`),
     )
-    .action(async (opts: Parameters<typeof cmdBrokerInit>[1], cmd: Command) =>
+    .action((opts: Parameters<typeof cmdBrokerInit>[1], cmd: Command) =>
       cmdBrokerInit(ctx(cmd), opts),
     );
 

@@ -2,15 +2,26 @@ import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { ErrorCode, SpillwayError, type ErrorCode as Code } from '@spillway/common';
 import type {
+  ApiTokenCreated,
+  ApiTokenRequest,
+  CapacityQuery,
   CapacitySummary,
   ClusterDetail,
-  ClusterRole,
+  ClusterList,
   ClusterView,
+  ErrorBody,
   IssuedJoinToken,
+  JoinTokenRequest,
+  OffloadList,
+  OffloadsQuery,
+  PatchClusterRequest,
+  PeeringList,
+  PeeringQuery,
+  PeeringRequest,
   PeeringView,
   PlacementResult,
-  ReservationRecord,
-} from '@spillway/broker';
+  SimulateRequest,
+} from '@spillway/api/rest';
 
 export interface RestOptions {
   /** http(s)://host:port of the broker's REST API. */
@@ -24,24 +35,6 @@ export interface RestOptions {
   timeoutMs: number;
 }
 
-export interface SimulateInput {
-  origin: string;
-  gpus: number;
-  resource?: string;
-  nodeSelector?: Record<string, string>;
-  donors?: string[];
-  policy?: 'binpack' | 'spread' | 'cost';
-  namespace?: string;
-}
-
-export interface ApiTokenCreated {
-  id: string;
-  role: 'admin' | 'viewer';
-  description: string;
-  createdAt: string;
-  token: string;
-}
-
 const KNOWN = new Set<string>(Object.values(ErrorCode));
 
 /** The broker's REST API (/api/v1), one method per route spillctl uses. */
@@ -52,36 +45,25 @@ export class BrokerRest {
     return this.opts.server;
   }
 
-  listClusters(): Promise<{ clusters: ClusterView[] }> {
+  listClusters(): Promise<ClusterList> {
     return this.call('GET', '/api/v1/clusters');
   }
   getCluster(id: string): Promise<ClusterDetail> {
     return this.call('GET', `/api/v1/clusters/${encodeURIComponent(id)}`);
   }
-  patchCluster(id: string, body: { cordoned?: boolean }): Promise<ClusterView> {
+  patchCluster(id: string, body: PatchClusterRequest): Promise<ClusterView> {
     return this.call('PATCH', `/api/v1/clusters/${encodeURIComponent(id)}`, body);
   }
-  createJoinToken(body: {
-    clusterId: string;
-    role: ClusterRole;
-    ttl?: string;
-  }): Promise<IssuedJoinToken> {
+  createJoinToken(body: JoinTokenRequest): Promise<IssuedJoinToken> {
     return this.call('POST', '/api/v1/join-tokens', body);
   }
-  capacity(query: Record<string, string | undefined>): Promise<CapacitySummary> {
-    return this.call('GET', '/api/v1/capacity', undefined, query);
+  capacity(query: CapacityQuery): Promise<CapacitySummary> {
+    return this.call('GET', '/api/v1/capacity', undefined, { ...query });
   }
-  listPeerings(query: { origin?: string; donor?: string } = {}): Promise<{
-    peerings: PeeringView[];
-  }> {
-    return this.call('GET', '/api/v1/peerings', undefined, query);
+  listPeerings(query: PeeringQuery = {}): Promise<PeeringList> {
+    return this.call('GET', '/api/v1/peerings', undefined, { ...query });
   }
-  createPeering(body: {
-    origin: string;
-    donor: string;
-    maxGpus?: number;
-    gpuProducts?: string[];
-  }): Promise<PeeringView> {
+  createPeering(body: PeeringRequest): Promise<PeeringView> {
     return this.call('POST', '/api/v1/peerings', body);
   }
   deletePeering(origin: string, donor: string): Promise<void> {
@@ -97,18 +79,13 @@ export class BrokerRest {
       {},
     );
   }
-  offloads(
-    query: { origin?: string; donor?: string; state?: string } = {},
-  ): Promise<{ offloads: ReservationRecord[] }> {
-    return this.call('GET', '/api/v1/offloads', undefined, query);
+  offloads(query: OffloadsQuery = {}): Promise<OffloadList> {
+    return this.call('GET', '/api/v1/offloads', undefined, { ...query });
   }
-  simulate(body: SimulateInput): Promise<PlacementResult> {
+  simulate(body: SimulateRequest): Promise<PlacementResult> {
     return this.call('POST', '/api/v1/placements:simulate', body);
   }
-  createApiToken(body: {
-    role: 'admin' | 'viewer';
-    description?: string;
-  }): Promise<ApiTokenCreated> {
+  createApiToken(body: ApiTokenRequest): Promise<ApiTokenCreated> {
     return this.call('POST', '/api/v1/api-tokens', body);
   }
 
@@ -205,7 +182,9 @@ function parseJson(text: string): unknown {
 
 /** The broker answers `{"error": {code, message, field}}`; anything else still gets a line. */
 export function errorFromBody(status: number, body: unknown, what: string): SpillwayError {
-  const e = (body as { error?: { code?: unknown; message?: unknown; field?: unknown } })?.error;
+  // Typed loosely: a proxy in between, or an older broker, may answer something else.
+  const e = (body as { error?: Partial<Record<keyof ErrorBody['error'], unknown>> } | undefined)
+    ?.error;
   const code: Code =
     typeof e?.code === 'string' && KNOWN.has(e.code)
       ? (e.code as Code)
