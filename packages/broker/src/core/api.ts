@@ -1,5 +1,8 @@
 import type { EventEmitter } from 'node:events';
 import type {
+  ApiTokenCreated,
+  ApiTokenRequest,
+  ApiTokenView,
   CapacitySummary,
   ClusterDetail,
   ClusterView,
@@ -125,6 +128,12 @@ export interface OffloadFilter {
   states?: ReservationState[];
 }
 
+export type {
+  ApiTokenCreated,
+  ApiTokenRequest as ApiTokenInput,
+  ApiTokenView,
+} from '@spillway/api/rest';
+
 /** Events the core emits so the stream layer can push state to clusters. */
 export interface CoreEvents {
   /** These clusters' PeeringState changed (peering added/removed, donor state or lending changed). */
@@ -142,6 +151,12 @@ export interface BrokerCore {
   renew(clusterId: string, csrPem: string): Promise<JoinResult>;
   /** True if the serial is revoked or its cluster removed; cached, cheap per call. */
   isRevoked(serial: string): Promise<boolean>;
+
+  /** REST API tokens (their secrets are shown once, on creation). */
+  listApiTokens(): Promise<ApiTokenView[]>;
+  createApiToken(input: ApiTokenRequest): Promise<ApiTokenCreated>;
+  /** NOT_FOUND (field id) when there is no such token. */
+  deleteApiToken(id: string): Promise<void>;
 
   listClusters(): Promise<ClusterView[]>;
   getCluster(id: string): Promise<ClusterDetail>;

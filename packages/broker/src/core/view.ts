@@ -8,6 +8,7 @@ import type {
   ReservationRecord,
 } from '../model.js';
 import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
+import { LIVE_STATES, isLive } from '../store/internal.js';
 import type { DonorSnapshot } from '../placement/engine.js';
 import { FreeIndex, summarizeDonor, type DonorSummary, type FastDonor } from '../placement/fast.js';
 
@@ -18,9 +19,10 @@ import { FreeIndex, summarizeDonor, type DonorSummary, type FastDonor } from '..
  * close: a stale entry costs a failed reserve (after which that donor is re-read), never a
  * GPU promised twice.
  *
- * It is kept current by this replica's own writes (the Core notes each one), by notices
- * from other replicas over a ViewFeed (Redis pub/sub when replicas share a Redis store),
- * and by a full re-read every `resyncMs` that repairs anything a lost notice left behind.
+ * It is kept current by this replica's own writes (the ViewedStore notes each one after it
+ * succeeded), by notices from other replicas over a ViewFeed (Redis pub/sub when replicas
+ * share a Redis store), and by a full re-read every `resyncMs` that repairs anything a
+ * lost notice left behind.
  */
 
 export interface ViewOptions {
@@ -31,7 +33,20 @@ export interface ViewOptions {
   resyncMs?: number;
   /** Connections (agents' lastSeenAt, written by every replica) re-read this often. Default 2s. */
   connectionRefreshMs?: number;
+  /** Which connection records stand for a stream a live broker holds. Default: all. */
+  accepts?: (c: ConnectionRecord) => boolean;
+  /**
+   * Clusters or peerings that another replica changed (its notice, or a full re-read that
+   * found them otherwise): their streams here must hear of it, whoever made the change.
+   */
+  onRemoteChange?: (change: RemoteChange) => void;
 }
+
+export type RemoteChange =
+  { k: 'cluster'; id: string } | { k: 'peering'; origin: string; donor: string };
+
+/** Reload failures are logged at most this often (they repeat while the store is down). */
+const RELOAD_WARN_INTERVAL_MS = 10_000;
 
 interface DonorEntry {
   inventory?: ClusterInventory | undefined;
@@ -46,7 +61,6 @@ interface DonorEntry {
   summary?: { version: number; value: DonorSummary };
 }
 
-const isLive = (r: ReservationRecord): boolean => r.state === 'open' || r.state === 'bound';
 const peeringKey = (origin: string, donor: string): string => `${origin}\u0000${donor}`;
 const connKey = (clusterId: string, component: Component): string =>
   `${clusterId}\u0000${component}`;
@@ -60,6 +74,10 @@ export class StoreView {
   private readonly feed: ViewFeed | undefined;
   private readonly resyncMs: number;
   private readonly connectionRefreshMs: number;
+  private readonly accepts: (c: ConnectionRecord) => boolean;
+  private readonly onRemoteChange: (change: RemoteChange) => void;
+  private reloadWarnedAt = Number.NEGATIVE_INFINITY;
+  private reloadFailures = 0;
 
   private clusters = new Map<string, ClusterRecord>();
   private peerings = new Map<string, PeeringRecord>();
@@ -91,6 +109,8 @@ export class StoreView {
     this.feed = opts.feed;
     this.resyncMs = opts.resyncMs ?? 30_000;
     this.connectionRefreshMs = opts.connectionRefreshMs ?? 2000;
+    this.accepts = opts.accepts ?? (() => true);
+    this.onRemoteChange = opts.onRemoteChange ?? (() => undefined);
   }
 
   /** Subscribes to the feed (if any). Loading happens on first use. */
@@ -120,10 +140,33 @@ export class StoreView {
       this.dirtyDonors.clear();
       this.staleDonors.clear();
       await Promise.all([
-        ...reports.map((id) => this.reloadDonor(id, false).catch(() => this.dirtyDonors.add(id))),
-        ...full.map((id) => this.reloadDonor(id, true).catch(() => this.staleDonors.add(id))),
+        ...reports.map((id) =>
+          this.reloadDonor(id, false).catch((err: unknown) => {
+            this.dirtyDonors.add(id);
+            this.reloadFailed(err, id);
+          }),
+        ),
+        ...full.map((id) =>
+          this.reloadDonor(id, true).catch((err: unknown) => {
+            this.staleDonors.add(id);
+            this.reloadFailed(err, id);
+          }),
+        ),
       ]);
     }
+  }
+
+  /** A donor re-read failed and is queued again; warns, at most every few seconds. */
+  private reloadFailed(err: unknown, donor: string): void {
+    this.reloadFailures++;
+    const now = performance.now();
+    if (now - this.reloadWarnedAt < RELOAD_WARN_INTERVAL_MS) return;
+    this.log.warn(
+      { err, donor, failures: this.reloadFailures },
+      'could not re-read a donor for the view; trying again on the next placement',
+    );
+    this.reloadWarnedAt = now;
+    this.reloadFailures = 0;
   }
 
   /** A full re-read; concurrent callers share one. */
@@ -136,16 +179,19 @@ export class StoreView {
           this.store.listPeerings(),
           this.store.listInventories(),
           this.store.listConnections(),
-          this.store.listReservations({ states: ['open', 'bound'] }),
+          this.store.listReservations({ states: [...LIVE_STATES] }),
         ]);
         const queued = this.replay;
         this.replay = undefined;
+        const before = this.loaded
+          ? { clusters: this.clusters, peerings: this.peerings }
+          : undefined;
         this.clusters = new Map(clusters.map((c) => [c.id, c]));
         this.peerings = new Map();
         this.byOrigin = new Map();
         this.byDonor = new Map();
         for (const p of peerings) this.setPeering(p.origin, p.donor, p);
-        this.conns = new Map(conns.map((c) => [connKey(c.clusterId, c.component), c]));
+        this.conns = this.connectionMap(conns);
         const previous = this.donors;
         this.donors = new Map();
         this.tombstones = new Set();
@@ -160,6 +206,7 @@ export class StoreView {
         this.loaded = true;
         this.loadedAt = performance.now();
         this.connsAt = this.loadedAt;
+        if (before) this.announceDifferences(before.clusters, before.peerings);
       } finally {
         this.replay = undefined;
         this.loading = undefined;
@@ -174,14 +221,35 @@ export class StoreView {
     this.connsLoading ??= (async () => {
       try {
         const started = performance.now();
-        const conns = await this.store.listConnections();
-        this.conns = new Map(conns.map((c) => [connKey(c.clusterId, c.component), c]));
+        this.conns = this.connectionMap(await this.store.listConnections());
         this.connsAt = started;
       } finally {
         this.connsLoading = undefined;
       }
     })();
     await this.connsLoading;
+  }
+
+  private connectionMap(conns: readonly ConnectionRecord[]): Map<string, ConnectionRecord> {
+    return new Map(
+      conns.filter((c) => this.accepts(c)).map((c) => [connKey(c.clusterId, c.component), c]),
+    );
+  }
+
+  /** A full re-read found clusters or peerings otherwise than the view had them. */
+  private announceDifferences(
+    clusters: Map<string, ClusterRecord>,
+    peerings: Map<string, PeeringRecord>,
+  ): void {
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+    for (const id of new Set([...clusters.keys(), ...this.clusters.keys()])) {
+      if (!same(clusters.get(id), this.clusters.get(id))) this.onRemoteChange({ k: 'cluster', id });
+    }
+    for (const key of new Set([...peerings.keys(), ...this.peerings.keys()])) {
+      const p = peerings.get(key) ?? this.peerings.get(key)!;
+      if (!same(peerings.get(key), this.peerings.get(key)))
+        this.onRemoteChange({ k: 'peering', origin: p.origin, donor: p.donor });
+    }
   }
 
   // ------------------------------------------------------------------------------------
@@ -280,12 +348,26 @@ export class StoreView {
   }
 
   noteConnection(c: ConnectionRecord, publish = true): void {
-    this.conns.set(connKey(c.clusterId, c.component), c);
+    if (this.accepts(c)) this.conns.set(connKey(c.clusterId, c.component), c);
     if (publish) this.feed?.publish({ k: 'conn', c });
   }
 
   noteConnectionGone(clusterId: string, component: Component, brokerId: string): void {
     this.apply({ k: 'connGone', clusterId, component, brokerId }, true);
+  }
+
+  /** The cluster was deleted with its report, connections and peerings. */
+  forgetCluster(id: string): void {
+    this.clusters.delete(id);
+    const e = this.donors.get(id);
+    if (e) e.inventory = undefined;
+    this.bump(id);
+    for (const p of this.peeringsOf({ origin: id })) this.notePeering(p.origin, p.donor, undefined);
+    for (const p of this.peeringsOf({ donor: id })) this.notePeering(p.origin, p.donor, undefined);
+    for (const c of [...this.conns.values()])
+      if (c.clusterId === id) this.noteConnectionGone(id, c.component, c.brokerId);
+    this.feed?.publish({ k: 'cluster', id });
+    this.feed?.publish({ k: 'donor', id });
   }
 
   /** A GPU promise in flight: concurrent placements here see it at once. */
@@ -318,13 +400,13 @@ export class StoreView {
         this.dirtyDonors.add(n.id);
         break;
       case 'cluster':
-        void this.reloadCluster(n.id);
+        void this.reloadCluster(n.id, !local);
         break;
       case 'peering':
-        void this.reloadPeering(n.origin, n.donor);
+        void this.reloadPeering(n.origin, n.donor, !local);
         break;
       case 'conn':
-        this.conns.set(connKey(n.c.clusterId, n.c.component), n.c);
+        if (this.accepts(n.c)) this.conns.set(connKey(n.c.clusterId, n.c.component), n.c);
         break;
       case 'connGone': {
         const key = connKey(n.clusterId, n.component);
@@ -386,7 +468,7 @@ export class StoreView {
   private putReservation(r: ReservationRecord): void {
     const e = this.entry(r.donor);
     e.touched?.add(r.id);
-    if (isLive(r)) {
+    if (isLive(r.state)) {
       if (this.tombstones.has(r.id)) return;
       e.live.set(r.id, r);
     } else {
@@ -414,12 +496,13 @@ export class StoreView {
     }
   }
 
-  private async reloadCluster(id: string): Promise<void> {
+  private async reloadCluster(id: string, announce: boolean): Promise<void> {
     try {
       const c = await this.store.getCluster(id);
       if (c) this.clusters.set(id, c);
       else this.clusters.delete(id);
       this.bump(id);
+      if (announce) this.onRemoteChange({ k: 'cluster', id });
     } catch (err) {
       this.log.debug(
         { err, clusterId: id },
@@ -428,9 +511,10 @@ export class StoreView {
     }
   }
 
-  private async reloadPeering(origin: string, donor: string): Promise<void> {
+  private async reloadPeering(origin: string, donor: string, announce: boolean): Promise<void> {
     try {
       this.setPeering(origin, donor, await this.store.getPeering(origin, donor));
+      if (announce) this.onRemoteChange({ k: 'peering', origin, donor });
     } catch (err) {
       this.log.debug(
         { err, origin, donor },
@@ -456,7 +540,7 @@ export class StoreView {
           this.store.getCluster(id),
           this.store.getInventory(id),
           reservations
-            ? this.store.listReservations({ donor: id, states: ['open', 'bound'] })
+            ? this.store.listReservations({ donor: id, states: [...LIVE_STATES] })
             : undefined,
         ]);
         const e = this.entry(id);

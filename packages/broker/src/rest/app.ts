@@ -48,7 +48,7 @@ import {
   peeringQuery,
   simulateBody,
 } from './schemas.js';
-import { newApiToken, type ApiRole } from './tokens.js';
+import type { ApiRole } from './tokens.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -474,7 +474,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
         schema: { summary: 'List REST API tokens (never their secrets)', tags: ['auth'], security },
       },
       async () => ({
-        tokens: (await store.listApiTokens()).map(({ secretHash: _h, ...t }) => t),
+        tokens: await core.listApiTokens(),
       }),
     );
 
@@ -489,13 +489,8 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
         },
       },
       async (req, reply) => {
-        const { token, record } = newApiToken(req.body.role, req.body.description ?? '');
-        await store.putApiToken(record);
-        const { secretHash: _h, ...shown } = record;
-        return reply
-          .status(201)
-          .header('cache-control', 'no-store')
-          .send({ ...shown, token });
+        const created = await core.createApiToken(req.body);
+        return reply.status(201).header('cache-control', 'no-store').send(created);
       },
     );
 
@@ -510,11 +505,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
         },
       },
       async (req, reply) => {
-        if (!(await store.deleteApiToken(req.params.id))) {
-          throw new SpillwayError(ErrorCode.NOT_FOUND, `id: no API token ${req.params.id}`, {
-            field: 'id',
-          });
-        }
+        await core.deleteApiToken(req.params.id);
         return reply.status(204).send();
       },
     );
