@@ -6,7 +6,7 @@ import type { BrokerCore } from './core/api.js';
 import { Core } from './core/broker-core.js';
 import { createGrpcServer } from './grpc/server.js';
 import { LocalRouter, RedisRouter, type Router } from './grpc/router.js';
-import { Metrics, withPlacementMetrics } from './metrics.js';
+import { Metrics } from './metrics.js';
 import { ensureBrokerPki } from './pki-files.js';
 import { buildRestApp } from './rest/app.js';
 import { RestAuth } from './rest/auth.js';
@@ -82,20 +82,18 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
     });
     metrics.bindStore(store);
 
-    // The core tags its own logger with component=core.
-    const core = withPlacementMetrics(
-      new Core({
-        store,
-        ca: pki.ca,
-        logger,
-        brokerId: config.brokerId,
-        heartbeatTimeoutMs: config.heartbeatTimeout,
-        reservationTtlMs: config.reservationTtl,
-        clusterCertValidityMs: config.clusterCertValidity,
-        placementPolicy: config.placementPolicy,
-      }),
+    // The core tags its own logger with component=core, and counts each placement once.
+    const core = new Core({
+      store,
+      ca: pki.ca,
+      logger,
+      brokerId: config.brokerId,
+      heartbeatTimeoutMs: config.heartbeatTimeout,
+      reservationTtlMs: config.reservationTtl,
+      clusterCertValidityMs: config.clusterCertValidity,
+      placementPolicy: config.placementPolicy,
       metrics,
-    );
+    });
     core.start();
     undo.push(() => core.stop());
 

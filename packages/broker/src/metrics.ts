@@ -1,6 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '@spillway/common';
-import type { BrokerCore } from './core/api.js';
 import type { Store } from './store/store.js';
 
 /** Outcome label of spillway_placements_total: `placed`, or the refusal code (NO_FIT ...). */
@@ -184,38 +183,4 @@ export class Metrics {
       this.logger?.warn({ err }, 'metrics: store read failed');
     }
   }
-}
-
-/**
- * The core as the gRPC and REST layers should see it: every place() is timed and counted by
- * its result. A proxy rather than a core option keeps the core free of metrics concerns.
- */
-export function withPlacementMetrics(core: BrokerCore, metrics: Metrics): BrokerCore {
-  const place: BrokerCore['place'] = async (origin, request) => {
-    const started = performance.now();
-    try {
-      const result = await core.place(origin, request);
-      metrics.observePlacement(
-        result.placed ? 'placed' : result.code,
-        (performance.now() - started) / 1000,
-      );
-      return result;
-    } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      metrics.observePlacement(
-        typeof code === 'string' ? code : 'error',
-        (performance.now() - started) / 1000,
-      );
-      throw err;
-    }
-  };
-  return new Proxy(core, {
-    get(target, prop) {
-      if (prop === 'place') return place;
-      const value: unknown = Reflect.get(target, prop, target);
-      return typeof value === 'function'
-        ? (value as (...a: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
 }

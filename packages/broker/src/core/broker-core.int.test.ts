@@ -18,6 +18,7 @@ import type { ClusterRole, NodeInventory } from '../model.js';
 import { openSqliteStore } from '../store/sqlite.js';
 import { RedisStore } from '../store/redis.js';
 import type { Store } from '../store/store.js';
+import { Metrics } from '../metrics.js';
 import type { PlacementRequest } from './api.js';
 import { Core, type CoreOptions } from './broker-core.js';
 
@@ -584,6 +585,26 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
           field: 'origin',
         });
         expect(await core.offloads()).toEqual([]);
+      });
+
+      it('counts each placement once by its outcome in the metrics it was given', async () => {
+        const metrics = new Metrics();
+        const core = await newCore({ metrics });
+        await peeredLab(core);
+        const count = async (result: string): Promise<number> => {
+          const m = new RegExp(`spillway_placements_total\\{result="${result}"\\} (\\d+)`).exec(
+            await metrics.render(),
+          );
+          return m ? Number(m[1]) : 0;
+        };
+        expect((await core.place('lab', placement('m1'))).placed).toBe(true);
+        expect(await count('placed')).toBe(1);
+        expect((await core.place('lab', placement('m2', 64))).placed).toBe(false);
+        expect(await count('NO_FIT')).toBe(1);
+        await caught(core.place('lab', placement('m3', 0)));
+        expect(await count('INVALID_ARGUMENT')).toBe(1);
+        await core.simulate('lab', placement('m4'));
+        expect(await count('placed')).toBe(1);
       });
 
       it('simulate reserves nothing', async () => {

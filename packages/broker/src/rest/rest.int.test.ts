@@ -16,7 +16,7 @@ import {
 } from '@spillway/common';
 import { Core } from '../core/broker-core.js';
 import type { BrokerCore } from '../core/api.js';
-import { Metrics, withPlacementMetrics } from '../metrics.js';
+import { Metrics } from '../metrics.js';
 import type { NodeInventory } from '../model.js';
 import { RedisStore } from '../store/redis.js';
 import { openSqliteStore } from '../store/sqlite.js';
@@ -70,10 +70,14 @@ async function harness(opts: { failureLimit?: number; tls?: boolean } = {}): Pro
   const store = await openSqliteStore({ path: join(dir, 'broker.db'), logger });
   const metrics = new Metrics();
   metrics.bindStore(store);
-  const core = withPlacementMetrics(
-    new Core({ store, ca, logger, brokerId: 'rest-test', placementPolicy: 'binpack' }),
+  const core = new Core({
+    store,
+    ca,
+    logger,
+    brokerId: 'rest-test',
+    placementPolicy: 'binpack',
     metrics,
-  );
+  });
   const auth = new RestAuth({
     store,
     adminToken: ADMIN,
