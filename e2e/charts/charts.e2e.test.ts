@@ -161,7 +161,12 @@ describe('spillway-broker', () => {
       scheme: 'HTTP',
     });
     expect(c.args).toEqual(
-      expect.arrayContaining(['--store=sqlite', '--pki-dir=/etc/spillway/pki', '--grpc-port=7443']),
+      expect.arrayContaining([
+        '--store=sqlite',
+        '--pki-dir=/etc/spillway/pki',
+        '--grpc-port=7443',
+        '--reservation-retention=24h',
+      ]),
     );
     expect(pod.volumes.find((v) => v.name === 'pki')?.secret?.secretName).toBe(
       'spillway-broker-pki',

@@ -92,6 +92,7 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
       reservationTtlMs: config.reservationTtl,
       clusterCertValidityMs: config.clusterCertValidity,
       placementPolicy: config.placementPolicy,
+      reservationRetentionMs: config.reservationRetention,
       metrics,
     });
     core.start();

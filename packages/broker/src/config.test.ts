@@ -14,6 +14,7 @@ describe('broker config', () => {
       sqlitePath: '/srv/.spillway/broker/broker.db',
       heartbeatTimeout: 15_000,
       reservationTtl: 60_000,
+      reservationRetention: 86_400_000,
       placementPolicy: 'binpack',
       authFailureRateLimit: 10,
       logPretty: false,
@@ -30,6 +31,7 @@ describe('broker config', () => {
         SPILLWAY_HTTP_PORT: '9999',
         SPILLWAY_STORE: 'redis',
         SPILLWAY_HEARTBEAT_TIMEOUT: '30s',
+        SPILLWAY_RESERVATION_RETENTION: '2h',
       },
       cwd: '/x',
     });
@@ -38,6 +40,7 @@ describe('broker config', () => {
     expect(config.heartbeatTimeout).toBe(30_000);
     expect(config.pkiDir).toBe('/x/certs');
     expect(config.placementPolicy).toBe('spread');
+    expect(config.reservationRetention).toBe(7_200_000);
   });
 
   it.each([
@@ -46,6 +49,8 @@ describe('broker config', () => {
     [['--heartbeat-timeout', 'soon'], '--heartbeat-timeout'],
     [['--admin-token', 'short'], '--admin-token'],
     [['--auth-failure-rate-limit', '0'], '--auth-failure-rate-limit'],
+    [['--reservation-retention', 'a week'], '--reservation-retention'],
+    [['--reservation-retention', '9000h'], '--reservation-retention'],
   ])('refuses %j naming the flag', (argv, flag) => {
     let caught: unknown;
     try {

@@ -88,6 +88,14 @@ export const BROKER_CONFIG_SCHEMA = {
     maxMs: 3_600_000,
     description: 'An open GPU reservation not seen bound on the donor expires after this',
   },
+  reservationRetention: {
+    type: 'duration',
+    default: '24h',
+    minMs: 0,
+    maxMs: 8_760 * 3_600_000,
+    description:
+      'Finished reservations (released, expired, ended) are deleted this long after they finished; 0 keeps them forever',
+  },
   clusterCertValidity: {
     type: 'duration',
     default: '720h',

@@ -42,6 +42,8 @@ interface Backend {
   name: string;
   open(): Promise<Store>;
   cleanup(): Promise<void>;
+  /** How many keys the backend holds, where that means something (Redis). */
+  keys?(): Promise<number>;
 }
 
 function sqliteBackend(): Backend {
@@ -62,6 +64,21 @@ function redisBackend(): Backend {
   return {
     name: 'redis',
     open: () => Promise.resolve(new RedisStore(REDIS_URL, { prefix })),
+    async keys() {
+      const admin = new Redis(REDIS_URL);
+      try {
+        let n = 0;
+        let cursor = '0';
+        do {
+          const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+          n += keys.length;
+          cursor = next;
+        } while (cursor !== '0');
+        return n;
+      } finally {
+        await admin.quit();
+      }
+    },
     async cleanup() {
       const admin = new Redis(REDIS_URL);
       try {
@@ -893,6 +910,47 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
         expect((await a.offloads({ origin: 'lab', states: ['open'] })).length).toBe(5);
       });
     });
+
+    it('churn: 10,000 reservations placed and finished leave the store bounded by retention', async () => {
+      const retentionMs = 60_000;
+      const stepMs = 100;
+      const core = await newCore({ reservationRetentionMs: retentionMs, pruneIntervalMs: 0 });
+      await peeredLab(core);
+      // One wide node, so fifty placements can run at once.
+      await core.applyCapacity('donor-a', {
+        full: true,
+        nodes: [gpuNode('n1', 64)],
+        removedNodes: [],
+        sequence: 2,
+      });
+      const finished = async (): Promise<number> =>
+        (await stores[0]!.listReservations({ states: ['released', 'expired', 'ended'] })).length;
+      let most = 0;
+      const batch = 100;
+      for (let done = 0; done < 10_000; done += batch) {
+        await Promise.all(
+          Array.from({ length: 50 }, async (_, w) => {
+            for (let i = w; i < batch; i += 50) {
+              const r = await core.place('lab', placement(`churn-${done + i}`));
+              if (!r.placed) throw new Error(r.reason);
+              await core.release('lab', r.reservation.id, 'churn');
+            }
+          }),
+        );
+        time.advance(batch * stepMs);
+        // Heartbeats keep the donor Ready while the fake clock runs ahead.
+        await core.heartbeat('donor-a', 'agent');
+        await core.tick();
+        most = Math.max(most, await finished());
+      }
+      // What finished within the retention stays (one batch more: pruned at its tick).
+      const bound = retentionMs / stepMs + batch;
+      expect(most).toBeLessThanOrEqual(bound);
+      expect(await finished()).toBeGreaterThan(0);
+      expect(await finished()).toBeLessThanOrEqual(bound);
+      expect(await stores[0]!.listReservations()).toHaveLength(await finished());
+      if (backend.keys) expect(await backend.keys()).toBeLessThan(bound * 3 + 100);
+    }, 180_000);
 
     it('concurrency: 1,000 places for 1 GPU each against 100 free GPUs on several replicas', async () => {
       // Redis: four replicas with their own connections; SQLite: two connections to one file.
