@@ -67,6 +67,7 @@ function joinOverGrpc(
   b: RunningBroker,
   token: string,
   clusterId: string,
+  keys = generateKeyPair(),
 ): Promise<JoinResponse__Output> {
   const v1 = loadSpillwayV1();
   const client = new v1.ClusterService(
@@ -74,12 +75,31 @@ function joinOverGrpc(
     grpc.credentials.createSsl(Buffer.from(b.caCertPem)),
     CHANNEL_OPTIONS,
   );
-  const keys = generateKeyPair();
   return new Promise<JoinResponse__Output>((resolve, reject) => {
     client.Join({ token, csr_pem: createCsr(keys.privateKeyPem, clusterId) }, (err, res) => {
       client.close();
       if (err || !res) reject(err ?? new Error('no response'));
       else resolve(res);
+    });
+  });
+}
+
+/**
+ * An authenticated call that changes nothing (releasing an unknown reservation) over mTLS
+ * with this key and certificate: the Spillway error code it answers.
+ */
+function callWith(b: RunningBroker, keyPem: string, certPem: string): Promise<string> {
+  const v1 = loadSpillwayV1();
+  const client = new v1.PlacementService(
+    `localhost:${b.grpcPort}`,
+    grpc.credentials.createSsl(Buffer.from(b.caCertPem), Buffer.from(keyPem), Buffer.from(certPem)),
+    CHANNEL_OPTIONS,
+  );
+  return new Promise<string>((resolve) => {
+    client.Release({ reservation_id: 'no-such-reservation', reason: '' }, (err) => {
+      client.close();
+      const code = err?.metadata.get('spillway-error-code')[0];
+      resolve(typeof code === 'string' ? code : String(err?.code ?? 'OK'));
     });
   });
 }
@@ -151,6 +171,23 @@ describe('startBroker', () => {
     await expect(joinOverGrpc(second, spare, 'north')).rejects.toThrow(
       /invalid, expired or already used/,
     );
+  });
+
+  it('a cluster that joins again loses its previous certificate: an mTLS call with it is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const b = await start(config(dir));
+    const oldKeys = generateKeyPair();
+    const first = await joinOverGrpc(b, await joinToken(b, 'east'), 'east', oldKeys);
+    // Authenticated: the reservation is unknown, not the caller.
+    expect(await callWith(b, oldKeys.privateKeyPem, first.certificate_pem)).toBe('NOT_FOUND');
+    const newKeys = generateKeyPair();
+    const second = await joinOverGrpc(b, await joinToken(b, 'east'), 'east', newKeys);
+    expect(await callWith(b, oldKeys.privateKeyPem, first.certificate_pem)).toBe('CERT_REVOKED');
+    expect(await callWith(b, newKeys.privateKeyPem, second.certificate_pem)).toBe('NOT_FOUND');
+    expect((await b.store.listRevoked()).map((r) => [r.subject, r.reason])).toEqual([
+      ['cluster:east', 'cluster joined again'],
+    ]);
   });
 
   it('stops what it started when a later step fails', async () => {

@@ -96,8 +96,24 @@ export class Identity {
       policy: existing?.policy ?? { ...DEFAULT_DONOR_POLICY, nodeSelector: {} },
     };
     await store.putCluster(cluster);
+    // A new identity replaces the old one: the certificate the cluster held stops working.
+    const previous = existing?.certSerial;
+    if (previous !== undefined && normalizeSerial(previous) !== cluster.certSerial) {
+      await this.revoke({
+        serial: previous,
+        revokedAt: now.toISOString(),
+        reason: 'cluster joined again',
+        subject: `cluster:${cluster.id}`,
+      });
+    }
     log.info(
-      { clusterId: cluster.id, role: cluster.role, serial: cluster.certSerial, rejoin: !!existing },
+      {
+        clusterId: cluster.id,
+        role: cluster.role,
+        serial: cluster.certSerial,
+        rejoin: !!existing,
+        ...(previous === undefined ? {} : { revokedSerial: normalizeSerial(previous) }),
+      },
       'cluster joined',
     );
     bus.peeringsChanged(await withPeers(view, cluster.id));
