@@ -28,10 +28,20 @@ export const REDACT_PATHS = [
   '*.secret',
 ];
 
+/** The logger a component logger was made from; children are made from it (see below). */
+const ROOT = Symbol('spillway.rootLogger');
+type Rooted = Logger & { [ROOT]?: Logger };
+
 export function createLogger(opts: LoggingOptions = {}): Logger {
+  const { component, ...base } = opts.bindings ?? {};
+  const root = createRoot(opts, base);
+  return component === undefined ? root : componentLogger(root, String(component));
+}
+
+function createRoot(opts: LoggingOptions, base: Record<string, unknown>): Logger {
   const options: LoggerOptions = {
     level: opts.level ?? 'info',
-    base: { ...(opts.bindings ?? {}) },
+    base: { ...base },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
@@ -55,7 +65,20 @@ export function componentLogger(
   component: string,
   extra: Record<string, unknown> = {},
 ): Logger {
-  return parent.child({ component, ...extra });
+  // pino writes a child's bindings after its parent's, keys and all: a second `component`
+  // would appear twice on every JSON line. So the child is made from the root, carrying the
+  // parent's other bindings, and its component replaces the parent's.
+  const root = (parent as Rooted)[ROOT] ?? parent;
+  const own = root.bindings();
+  const bindings = Object.fromEntries(
+    Object.entries({ ...parent.bindings(), component, ...extra }).filter(
+      ([k, v]) => !(k in own && own[k] === v),
+    ),
+  );
+  const child = root.child(bindings) as Rooted;
+  child.level = parent.level;
+  child[ROOT] = root;
+  return child;
 }
 
 /** A logger that writes nothing, for tests that do not look at logs. */

@@ -1,4 +1,4 @@
-import type { CertificateAuthority, Logger } from '@spillway/common';
+import { componentLogger, type CertificateAuthority, type Logger } from '@spillway/common';
 import type {
   ClusterInventory,
   ClusterRecord,
@@ -115,7 +115,7 @@ export class Core implements BrokerCore {
   private stopped = false;
 
   constructor(opts: CoreOptions) {
-    const log = opts.logger.child({ component: 'core' });
+    const log = componentLogger(opts.logger, 'core');
     const bus = new CoreBus(log);
     this.brokerId = opts.brokerId;
     this.events = bus.events;
