@@ -35,7 +35,7 @@ type Rooted = Logger & { [ROOT]?: Logger };
 export function createLogger(opts: LoggingOptions = {}): Logger {
   const { component, ...base } = opts.bindings ?? {};
   const root = createRoot(opts, base);
-  return component === undefined ? root : componentLogger(root, String(component));
+  return typeof component === 'string' ? componentLogger(root, component) : root;
 }
 
 function createRoot(opts: LoggingOptions, base: Record<string, unknown>): Logger {
