@@ -278,13 +278,15 @@ for (const makeBackend of [sqliteBackend, redisBackend]) {
         expect(await stores[0]!.listJoinTokens()).toEqual([]);
       });
 
-      it('re-joining rotates the certificate and keeps policy; renew needs a live cluster', async () => {
+      it('re-joining rotates the certificate, revokes the old one and keeps policy; renew needs a live cluster', async () => {
         const core = await newCore();
         const first = inspectCertificate(await joinAs(core, 'c1', 'donor'));
         await core.patchCluster('c1', { policy: { maxGpus: 3 } });
         const second = inspectCertificate(await joinAs(core, 'c1', 'both'));
         expect(second.serial).not.toBe(first.serial);
-        expect(await core.isRevoked(first.serial)).toBe(false);
+        // A new identity for the same cluster: the old certificate stops working.
+        expect(await core.isRevoked(first.serial)).toBe(true);
+        expect(await core.isRevoked(second.serial)).toBe(false);
         const rec = await core.getClusterRecord('c1');
         expect(rec).toMatchObject({ role: 'both', certSerial: second.serial });
         expect(rec?.policy.maxGpus).toBe(3);
