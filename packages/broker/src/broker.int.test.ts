@@ -12,6 +12,7 @@ import { startBroker, type RunningBroker } from './broker.js';
 import { brokerConfig, type BrokerConfig } from './config.js';
 import { pkiPaths } from './pki-files.js';
 import { newApiToken } from './rest/tokens.js';
+import { openSqliteStore } from './store/sqlite.js';
 
 const ADMIN = 'broker-test-admin-token-0123456789';
 const auth = { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' };
@@ -188,6 +189,40 @@ describe('startBroker', () => {
     expect((await b.store.listRevoked()).map((r) => [r.subject, r.reason])).toEqual([
       ['cluster:east', 'cluster joined again'],
     ]);
+  });
+
+  it("after a restart on SQLite, a dead process's stream records do not make a cluster Ready", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const first = await start(config(dir));
+    await joinOverGrpc(first, await joinToken(first, 'east'), 'east');
+    await first.stop();
+    running.splice(0);
+    // What a broker killed mid-stream leaves behind: a fresh agent record and its report.
+    const now = new Date();
+    const leftover = await openSqliteStore({ path: join(dir, 'broker.db') });
+    await leftover.putConnection({
+      clusterId: 'east',
+      component: 'agent',
+      brokerId: 'killed-broker-1',
+      connectedAt: now.toISOString(),
+      lastSeenAt: now.toISOString(),
+    });
+    await leftover.applyCapacity(
+      'east',
+      { full: true, nodes: [], removedNodes: [], sequence: 1 },
+      now,
+    );
+    await leftover.close();
+
+    const second = await start(config(dir));
+    const clusters = (await (await api(second, 'GET', '/api/v1/clusters')).json()) as {
+      clusters: { id: string; state: string; connections: Record<string, unknown> }[];
+    };
+    expect(clusters.clusters.find((c) => c.id === 'east')).toMatchObject({
+      state: 'NotReady',
+      connections: {},
+    });
   });
 
   it('stops what it started when a later step fails', async () => {

@@ -93,6 +93,9 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
       clusterCertValidityMs: config.clusterCertValidity,
       placementPolicy: config.placementPolicy,
       reservationRetentionMs: config.reservationRetention,
+      // The embedded SQLite store serves exactly one broker process: other brokers' stream
+      // records in it are a dead process's leftovers.
+      soleReplica: config.store === 'sqlite',
       metrics,
     });
     core.start();

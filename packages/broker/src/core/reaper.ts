@@ -30,7 +30,25 @@ export class Reaper {
     };
     this.timer = setInterval(run, this.deps.settings.reaperIntervalMs);
     this.timer.unref();
+    if (this.deps.settings.soleReplica) {
+      void this.forgetLeftovers().catch((err: unknown) =>
+        this.deps.log.warn({ err }, 'could not delete stream records of an earlier process'),
+      );
+    }
     run();
+  }
+
+  /** Stream records of earlier processes on a store only this one uses: nobody holds them. */
+  private async forgetLeftovers(): Promise<void> {
+    const { store, brokerId, log } = this.deps;
+    for (const c of await store.listConnections()) {
+      if (c.brokerId === brokerId) continue;
+      await store.deleteConnection(c.clusterId, c.component, c.brokerId);
+      log.info(
+        { clusterId: c.clusterId, streamComponent: c.component, heldBy: c.brokerId },
+        'deleted the stream record of an earlier broker process',
+      );
+    }
   }
 
   async stop(): Promise<void> {
