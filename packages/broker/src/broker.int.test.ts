@@ -6,12 +6,27 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CHANNEL_OPTIONS, loadSpillwayV1, type JoinResponse__Output } from '@spillway/api';
-import { createCsr, generateKeyPair, inspectCertificate, silentLogger } from '@spillway/common';
+import {
+  CHANNEL_OPTIONS,
+  loadSpillwayV1,
+  type BrokerMessage__Output,
+  type JoinResponse__Output,
+} from '@spillway/api';
+import { Writable } from 'node:stream';
+import {
+  createCsr,
+  createLogger,
+  generateKeyPair,
+  inspectCertificate,
+  silentLogger,
+} from '@spillway/common';
 import { startBroker, type RunningBroker } from './broker.js';
 import { brokerConfig, type BrokerConfig } from './config.js';
 import { pkiPaths } from './pki-files.js';
 import { newApiToken } from './rest/tokens.js';
+import { Core } from './core/broker-core.js';
+import { StreamProbe } from './grpc/stream-probe.js';
+import { createStore } from './store/index.js';
 import { openSqliteStore } from './store/sqlite.js';
 
 const ADMIN = 'broker-test-admin-token-0123456789';
@@ -223,6 +238,145 @@ describe('startBroker', () => {
       state: 'NotReady',
       connections: {},
     });
+  });
+
+  it('a cordon made through a replica that goes away at once reaches the shims on another replica', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-broker-'));
+    dirs.push(dir);
+    const prefix = `spillway-test-${randomUUID().slice(0, 8)}:`;
+    const r2 = await start(config(dir, { store: 'redis', redisPrefix: prefix }));
+    const redis = new Redis('redis://127.0.0.1:6379');
+    try {
+      const labKeys = generateKeyPair();
+      const lab = await joinOverGrpc(r2, await joinToken(r2, 'lab'), 'lab', labKeys);
+      await joinOverGrpc(r2, await joinToken(r2, 'donor-a'), 'donor-a');
+      expect(
+        (await api(r2, 'POST', '/api/v1/peerings', { origin: 'lab', donor: 'donor-a' })).status,
+      ).toBe(201);
+      // lab's shim holds its stream on r2.
+      const v1 = loadSpillwayV1();
+      const client = new v1.ClusterService(
+        `localhost:${r2.grpcPort}`,
+        grpc.credentials.createSsl(
+          Buffer.from(r2.caCertPem),
+          Buffer.from(labKeys.privateKeyPem),
+          Buffer.from(lab.certificate_pem),
+        ),
+        CHANNEL_OPTIONS,
+      );
+      const shim = new StreamProbe(client.Connect());
+      try {
+        shim.send({ hello: { component: 'COMPONENT_VIRTUAL_NODE', version: 'test' } });
+        const donorState = (m: BrokerMessage__Output): string | undefined =>
+          m.peerings?.as_origin.find((p) => p.donor_cluster === 'donor-a')?.donor_state;
+        await shim.next((m) => donorState(m) === 'Pending');
+        const seen = shim.messages.length;
+
+        // Replica r1 stores the cordon, answers, and is gone before it could push anything.
+        const store = await createStore({ kind: 'redis', url: 'redis://127.0.0.1:6379', prefix });
+        const r1 = new Core({
+          store,
+          ca: { certPem: r2.caCertPem } as never,
+          brokerId: 'r1',
+          logger: silentLogger(),
+        });
+        r1.start();
+        const view = await r1.patchCluster('donor-a', { cordoned: true });
+        expect(view.policy.cordoned).toBe(true);
+        await r1.stop();
+        await store.close();
+
+        await shim.next((m) => donorState(m) === 'Cordoned', 5_000, seen);
+      } finally {
+        shim.close();
+        client.close();
+      }
+    } finally {
+      await r2.stop();
+      running.splice(0);
+      const keys = await redis.keys(`${prefix.slice(0, -1)}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      await redis.quit();
+    }
+  });
+
+  it("two Redis replicas: a cordon answered by r1, then r1 stopping, reaches r2's shims; r1 restarts without errors", async () => {
+    const prefix = `spillway-test-${randomUUID().slice(0, 8)}:`;
+    const dirs2 = [
+      mkdtempSync(join(tmpdir(), 'spillway-broker-')),
+      mkdtempSync(join(tmpdir(), 'spillway-broker-')),
+    ];
+    dirs.push(...dirs2);
+    const pkiDir = join(dirs2[0]!, 'pki');
+    const lines: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const cfg1 = config(dirs2[0]!, {
+      store: 'redis',
+      redisPrefix: prefix,
+      pkiDir,
+      brokerId: 'r1',
+      logLevel: 'info',
+    });
+    const r1log = createLogger({
+      level: 'info',
+      bindings: { component: 'broker', brokerId: 'r1' },
+      destination,
+    });
+    let r1 = await startBroker(cfg1, r1log);
+    const r2 = await start(
+      config(dirs2[1]!, { store: 'redis', redisPrefix: prefix, pkiDir, brokerId: 'r2' }),
+    );
+    const redis = new Redis('redis://127.0.0.1:6379');
+    try {
+      const labKeys = generateKeyPair();
+      const lab = await joinOverGrpc(r2, await joinToken(r2, 'lab'), 'lab', labKeys);
+      await joinOverGrpc(r2, await joinToken(r2, 'donor-a'), 'donor-a');
+      expect(
+        (await api(r2, 'POST', '/api/v1/peerings', { origin: 'lab', donor: 'donor-a' })).status,
+      ).toBe(201);
+      const v1 = loadSpillwayV1();
+      const client = new v1.ClusterService(
+        `localhost:${r2.grpcPort}`,
+        grpc.credentials.createSsl(
+          Buffer.from(r2.caCertPem),
+          Buffer.from(labKeys.privateKeyPem),
+          Buffer.from(lab.certificate_pem),
+        ),
+        CHANNEL_OPTIONS,
+      );
+      const shim = new StreamProbe(client.Connect());
+      try {
+        shim.send({ hello: { component: 'COMPONENT_VIRTUAL_NODE', version: 'test' } });
+        const donorState = (m: BrokerMessage__Output): string | undefined =>
+          m.peerings?.as_origin.find((p) => p.donor_cluster === 'donor-a')?.donor_state;
+        await shim.next((m) => donorState(m) === 'Pending');
+        const seen = shim.messages.length;
+        const patched = await api(r1, 'PATCH', '/api/v1/clusters/donor-a', { cordoned: true });
+        expect(patched.status).toBe(200);
+        await r1.stop();
+        await shim.next((m) => donorState(m) === 'Cordoned', 5_000, seen);
+        r1 = await startBroker(cfg1, r1log);
+        expect((await api(r1, 'GET', '/api/v1/clusters')).status).toBe(200);
+        await new Promise((r) => setTimeout(r, 1500));
+      } finally {
+        shim.close();
+        client.close();
+      }
+    } finally {
+      await r1.stop();
+      await r2.stop();
+      running.splice(0);
+      const keys = await redis.keys(`${prefix.slice(0, -1)}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      await redis.quit();
+    }
+    const errors = lines.filter((l) => /"level":"(error|fatal)"/.test(l));
+    expect(errors).toEqual([]);
   });
 
   it('stops what it started when a later step fails', async () => {

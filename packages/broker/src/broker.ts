@@ -98,7 +98,6 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
       soleReplica: config.store === 'sqlite',
       metrics,
     });
-    core.start();
     undo.push(() => core.stop());
 
     let router: Router;
@@ -133,6 +132,9 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
     metrics.bindSessions(() => grpc.sessions());
     const grpcPort = await grpc.listen(config.grpcHost, config.grpcPort);
     undo.push(() => grpc.stop(config.shutdownGrace));
+    // The reaper and the view's feed start only now: what they announce goes out through a
+    // router that runs (grpc.listen started it), never into one that does not yet.
+    core.start();
     logger.info({ host: config.grpcHost, port: grpcPort }, 'gRPC (mTLS) listening');
 
     const restLogger = componentLogger(logger, 'rest');

@@ -854,8 +854,10 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
 
   // ---- routing and core events -------------------------------------------------------------
 
+  /** Pushes under way: stop() lets them finish before the router stops. */
+  const pushes = new Set<Promise<void>>();
   const onPeeringsChanged = (ids: string[]): void => {
-    void (async () => {
+    const push = (async () => {
       for (const id of new Set(ids)) {
         try {
           const msg: BrokerMessage = { peerings: peeringStateToProto(await core.peeringState(id)) };
@@ -865,7 +867,8 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
           logFailure(logger, err, 'peering push failed', { cluster: id });
         }
       }
-    })();
+    })().finally(() => pushes.delete(push));
+    pushes.add(push);
   };
 
   const onClusterRevoked = (id: string): void => {
@@ -948,6 +951,8 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       core.events.off('clusterRevoked', onClusterRevoked);
       await endAll(new SpillwayError(ErrorCode.UNAVAILABLE, 'broker is shutting down'));
       for (const p of [...pending.values()]) p.onGone();
+      // An acknowledged change still reaches streams held elsewhere while this replica goes.
+      await Promise.allSettled([...pushes]);
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           s.forceShutdown();
