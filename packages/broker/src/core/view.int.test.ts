@@ -1,9 +1,15 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '@spillway/common';
+import { createLogger, silentLogger } from '@spillway/common';
 import { DEFAULT_DONOR_POLICY, type ReservationRecord } from '../model.js';
 import { RedisStore } from '../store/redis.js';
+import { openSqliteStore } from '../store/sqlite.js';
+import type { ViewFeed, ViewNotice } from '../store/store.js';
 import { StoreView } from './view.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
@@ -94,5 +100,62 @@ describe('StoreView across replicas (real Redis)', () => {
     await b.view.load();
     // The store holds none of them (they were only noted): a re-read is the truth again.
     expect(b.view.reservationsOn('gpu-a')).toHaveLength(0);
+  });
+});
+
+/** A donor re-read that fails is queued again and said so, at most every few seconds. */
+describe('StoreView re-read failures (real SQLite)', () => {
+  it('warns when a donor re-read fails, once for a burst of failures', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'spillway-view-'));
+    const inner = await openSqliteStore({ path: join(dir, 'broker.db') });
+    try {
+      let failing = false;
+      const store = new Proxy(inner, {
+        get(target, prop, receiver) {
+          if (prop === 'getInventory' && failing)
+            return () => Promise.reject(new Error('store unreachable'));
+          const v: unknown = Reflect.get(target, prop, receiver);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      let deliver: ((n: ViewNotice) => void) | undefined;
+      const feed: ViewFeed = {
+        publish: () => undefined,
+        subscribe: (on) => {
+          deliver = on;
+          return Promise.resolve();
+        },
+        close: () => Promise.resolve(),
+      };
+      const lines: string[] = [];
+      const destination = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+          done();
+        },
+      });
+      const view = new StoreView({
+        store,
+        logger: createLogger({ level: 'info', destination }),
+        feed,
+      });
+      await view.start();
+      await view.ready();
+      failing = true;
+      for (let i = 0; i < 5; i++) {
+        deliver!({ k: 'donor', id: 'gpu-a' });
+        await view.ready();
+      }
+      await new Promise((r) => setImmediate(r));
+      const warned = lines.filter((l) => l.includes('could not re-read a donor'));
+      expect(warned).toHaveLength(1);
+      expect(JSON.parse(warned[0]!)).toMatchObject({ level: 'warn', donor: 'gpu-a' });
+      // Still queued: the next placement tries again and, the store back, succeeds.
+      failing = false;
+      await view.ready();
+    } finally {
+      await inner.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
