@@ -8,11 +8,13 @@ import type {
   ReservationRecord,
 } from '../model.js';
 import type { Store } from '../store/store.js';
+import type { EventEmitter } from 'node:events';
 import type {
   ApiTokenCreated,
   ApiTokenInput,
   ApiTokenView,
   BrokerCore,
+  CoreEvents,
   CapacityFilter,
   CapacitySummary,
   ClusterDetail,
@@ -101,7 +103,7 @@ const DAY_MS = 86_400_000;
  */
 export class Core implements BrokerCore {
   readonly brokerId: string;
-  readonly events;
+  readonly events: EventEmitter<CoreEvents>;
 
   private readonly deps: CoreDeps;
   private readonly identity: Identity;
