@@ -4,6 +4,15 @@ import { MERGE_PATCH, apiMessage, isNotFound, type Logger } from '@spillway/comm
 
 export const EVENT_COMPONENT = 'spillway-virtual-node';
 
+/** Event reasons the shim's controllers write on origin pods. */
+export const REASON_OFFLOADED = 'Offloaded';
+export const REASON_OFFLOAD_FAILED = 'OffloadFailed';
+export const REASON_OFFLOAD_REFUSED = 'OffloadRefused';
+/** A pod no donor (or the broker) can take now; retried. */
+export const REASON_NOT_OFFLOADED = 'NotOffloaded';
+/** A pod Spillway can never offload as it is. */
+export const REASON_CANNOT_OFFLOAD = 'CannotOffload';
+
 export interface EventInput {
   type: 'Normal' | 'Warning';
   reason: string;

@@ -17,9 +17,10 @@ export * from './forge/node.js';
 export * from './forge/placement.js';
 export * from './forge/status.js';
 export { parseLogRequest, type LogRequest } from './kubelet/logs.js';
-export { REASON_NOT_OFFLOADED, REASON_CANNOT_OFFLOAD } from './controllers/binder.js';
 export {
+  REASON_NOT_OFFLOADED,
+  REASON_CANNOT_OFFLOAD,
   REASON_OFFLOADED,
   REASON_OFFLOAD_FAILED,
   REASON_OFFLOAD_REFUSED,
-} from './controllers/pods.js';
+} from './events.js';

@@ -13,6 +13,7 @@ import {
   LABEL_OFFLOAD,
   VIRTUAL_NODE_LABEL_TYPE,
   VIRTUAL_NODE_TYPE_VALUE,
+  apiMessage,
   loadKubeConfig,
   runInformer,
   stripManagedFields,
@@ -79,7 +80,11 @@ export async function startVirtualNode(
       .makeApiClient(VersionApi)
       .getCode()
       .then((v) => v.gitVersion)
-      .catch(() => 'v0.0.0');
+      .catch((err: unknown) => {
+        // Only shown as the virtual nodes' kubelet version: not worth failing the start.
+        logger.warn({ err: apiMessage(err) }, 'could not read the API server version');
+        return 'v0.0.0';
+      });
 
     const broker = new BrokerClient({
       address: config.brokerAddress,

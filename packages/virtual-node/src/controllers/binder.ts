@@ -4,7 +4,6 @@ import {
   WorkQueue,
   apiMessage,
   apiStatus,
-  backoffDelay,
   isSpillwayError,
   runWorkers,
   toSpillwayError,
@@ -12,6 +11,7 @@ import {
   type Logger,
 } from '@spillway/common';
 import type { DonorChange } from '../donors.js';
+import { REASON_CANNOT_OFFLOAD, REASON_NOT_OFFLOADED } from '../events.js';
 import { bindingFor, offloadCandidacy, placeRequestFor } from '../forge/placement.js';
 import {
   donorOfNode,
@@ -21,12 +21,14 @@ import {
   splitKey,
   type ShimContext,
 } from './context.js';
-
-/** Event reasons on pods the binder could not (yet) offload. */
-export const REASON_NOT_OFFLOADED = 'NotOffloaded';
-export const REASON_CANNOT_OFFLOAD = 'CannotOffload';
-/** How long a pod we bound is trusted to be bound while the cache still shows it unbound. */
-const BOUND_MEMORY_MS = 30_000;
+import {
+  BINDER_QUEUE,
+  BOUND_MEMORY_MS,
+  BOUND_RECHECK_MS,
+  BROKER_AWAY_RETRY_MS,
+  NODE_NOT_REGISTERED_RETRY_MS,
+  placeRetryMs,
+} from './delays.js';
 
 function lendsMore(c: DonorChange): boolean {
   if (!c.after) return false;
@@ -52,7 +54,7 @@ export class OverflowBinder {
 
   constructor(private readonly ctx: ShimContext) {
     this.log = ctx.logger.child({ controller: 'overflow-binder' });
-    this.queue = new WorkQueue<string>({ name: 'overflow-binder', baseMs: 500, maxMs: 30_000 });
+    this.queue = new WorkQueue<string>(BINDER_QUEUE);
   }
 
   start(): void {
@@ -117,7 +119,7 @@ export class OverflowBinder {
     if (boundAt !== undefined) {
       if (Date.now() - boundAt < BOUND_MEMORY_MS) {
         // Our binding is not in the cache yet; the update that brings it ends this pod here.
-        this.queue.addAfter(key, 1_000);
+        this.queue.addAfter(key, BOUND_RECHECK_MS);
         return;
       }
       this.bound.delete(pod.metadata!.uid!);
@@ -130,7 +132,7 @@ export class OverflowBinder {
     if (!ctx.donors.connected || !ctx.donors.hasState) {
       // The stream's (re)connect re-queues waiting pods through the registry.
       this.waiting.set(key, this.waiting.get(key) ?? 0);
-      this.queue.addAfter(key, 2_000);
+      this.queue.addAfter(key, BROKER_AWAY_RETRY_MS);
       return;
     }
     const built = placeRequestFor(pod, {
@@ -175,11 +177,7 @@ export class OverflowBinder {
     if (!reservation) {
       const attempts = (this.waiting.get(key) ?? 0) + 1;
       this.waiting.set(key, attempts);
-      const delay = backoffDelay(attempts - 1, {
-        baseMs: 1_000,
-        maxMs: ctx.config.placeRetryMax,
-        jitter: 0.2,
-      });
+      const delay = placeRetryMs(attempts, ctx.config.placeRetryMax);
       await ctx.events.record(pod, {
         type: 'Warning',
         reason: REASON_NOT_OFFLOADED,
@@ -198,12 +196,15 @@ export class OverflowBinder {
       await ctx.broker
         .release({ reservation_id: reservation.id, reason })
         .catch((err: unknown) =>
-          this.log.warn({ err, reservation: reservation.id }, 'could not release reservation'),
+          this.log.warn(
+            { pod: key, err, reservation: reservation.id },
+            'could not release reservation',
+          ),
         );
     };
     if (!node || !isVirtualNode(node) || node.metadata?.deletionTimestamp) {
       await release(`virtual node ${nodeName} is not registered yet`);
-      this.queue.addAfter(key, 1_000);
+      this.queue.addAfter(key, NODE_NOT_REGISTERED_RETRY_MS);
       return;
     }
     // The scheduler may have won since the cache was read: look again before binding. A pod
@@ -230,7 +231,15 @@ export class OverflowBinder {
         await release(`binding failed: ${apiMessage(err)}`);
         throw err;
       }
-      const fresh = await ctx.core.readNamespacedPod({ name, namespace }).catch(() => undefined);
+      // Unreadable counts as "not bound by us": the reservation goes, and the pod's next
+      // update brings it back here.
+      const fresh = await ctx.core.readNamespacedPod({ name, namespace }).catch((e: unknown) => {
+        this.log.warn(
+          { pod: key, err: apiMessage(e) },
+          'could not read the pod after a failed binding',
+        );
+        return undefined;
+      });
       if (fresh?.metadata?.uid === pod.metadata?.uid && fresh?.spec?.nodeName === nodeName) {
         this.bound.set(pod.metadata!.uid!, Date.now());
         return;

@@ -23,6 +23,12 @@ import {
   virtualNodeStatus,
 } from '../forge/node.js';
 import { isVirtualNode, podKey, podsOnNode, type ShimContext } from './context.js';
+import {
+  LEASE_RENEW_MIN_MS,
+  NODE_QUEUE,
+  NODE_REMOVAL_RECHECK_MS,
+  NOT_READY_SLACK_MS,
+} from './delays.js';
 
 export const LEASE_NAMESPACE = 'kube-node-lease';
 
@@ -33,7 +39,7 @@ export const LEASE_NAMESPACE = 'kube-node-lease';
  * kubelet does, so the node lifecycle controller sees the shim alive.
  */
 export class NodeController {
-  readonly queue = new WorkQueue<string>({ name: 'virtual-nodes', baseMs: 200, maxMs: 30_000 });
+  readonly queue = new WorkQueue<string>(NODE_QUEUE);
   private readonly log: Logger;
   private leaseTimer: NodeJS.Timeout | undefined;
   private workers: Promise<void> | undefined;
@@ -64,7 +70,7 @@ export class NodeController {
       concurrency: 2,
       logger: this.log,
     });
-    const every = Math.max(1000, Math.floor(ctx.config.leaseDuration / 4));
+    const every = Math.max(LEASE_RENEW_MIN_MS, Math.floor(ctx.config.leaseDuration / 4));
     this.leaseTimer = setInterval(() => void this.renewLeases(), every);
     this.leaseTimer.unref();
   }
@@ -122,7 +128,10 @@ export class NodeController {
       await this.converge(node, donor);
     }
     if (health.notReadyAt !== undefined)
-      this.queue.addAfter(donor, Math.max(0, health.notReadyAt - now.getTime()) + 50);
+      this.queue.addAfter(
+        donor,
+        Math.max(0, health.notReadyAt - now.getTime()) + NOT_READY_SLACK_MS,
+      );
     this.queue.addAfter(donor, ctx.config.nodeStatusInterval);
   }
 
@@ -194,7 +203,7 @@ export class NodeController {
         { node: name, donor, pods: live.length },
         'peering removed; handling its pods first',
       );
-      this.queue.addAfter(donor, 1_000);
+      this.queue.addAfter(donor, NODE_REMOVAL_RECHECK_MS);
       return;
     }
     await ctx.coordination
