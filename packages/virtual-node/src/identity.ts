@@ -26,6 +26,12 @@ export interface BrokerIdentity {
 /** Keys of the agent's identity Secret (a kubernetes.io/tls Secret plus the broker CA). */
 export const IDENTITY_SECRET_KEYS = { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' } as const;
 
+/**
+ * How often start-up looks for the identity Secret the agent writes on joining: a join takes
+ * a few seconds, and one read a second costs the API server nothing.
+ */
+const IDENTITY_POLL_MS = 1_000;
+
 function decode(s: string | undefined): string {
   return s ? Buffer.from(s, 'base64').toString('utf8') : '';
 }
@@ -114,7 +120,7 @@ export async function loadIdentity(
       );
       warned = true;
     }
-    await sleep(1_000, signal);
+    await sleep(IDENTITY_POLL_MS, signal);
   }
 }
 
