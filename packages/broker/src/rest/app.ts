@@ -34,7 +34,7 @@ import type { Metrics } from '../metrics.js';
 import type { ReservationState } from '../model.js';
 import type { Store } from '../store/store.js';
 import { roleAllows, type RestAuth } from './auth.js';
-import { makeErrorHandler } from './errors.js';
+import { makeClientErrorHandler, makeErrorHandler } from './errors.js';
 import {
   apiTokenBody,
   apiTokenParams,
@@ -68,6 +68,12 @@ export interface RestAppOptions {
   /** Serve over TLS; client certificates are requested (not required) for admin identity. */
   tls?: { keyPem: string; certPem: string; caPem: string };
   bodyLimit?: number;
+  /**
+   * Addresses or CIDRs of the proxies in front of the broker (an ingress). Only from these
+   * hops is X-Forwarded-For believed, so each caller behind them has its own address for the
+   * auth-failure limit. Empty: the peer address is the client, X-Forwarded-For is ignored.
+   */
+  trustedProxies?: readonly string[];
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -124,6 +130,11 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
   const app = fastify({
     // Errors raised before routing (a malformed URL) get the same { error } body.
     frameworkErrors: onError,
+    // ...and so do errors Node's HTTP parser raises (bytes that are not HTTP, huge headers).
+    clientErrorHandler: makeClientErrorHandler(logger),
+    ...(opts.trustedProxies && opts.trustedProxies.length > 0
+      ? { trustProxy: [...opts.trustedProxies] }
+      : {}),
     loggerInstance: logger,
     // Requests are counted in metrics; per-request info logs would drown everything else.
     logController: new LogController({ disableRequestLogging: true }),

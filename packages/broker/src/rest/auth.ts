@@ -38,8 +38,11 @@ const MAX_TRACKED_IPS = 10_000;
 
 /**
  * Fixed-window counter of failed authentications per client IP. Once an IP has failed
- * `limit` times in a window every request from it is refused until the window ends, valid
- * token or not, so the limiter cannot be used as an oracle.
+ * `limit` times in a window, its further failures are answered 429 until the window ends.
+ * A valid credential from that IP still works: behind a NAT or an ingress many callers share
+ * one address, and one caller's wrong tokens must not lock out the others. Guessing is no
+ * way in (API token secrets are 256 random bits, bootstrap tokens 16+ characters); the limit
+ * marks and slows a noisy address and bounds what it costs in logs and metrics.
  */
 export class AuthFailureLimiter {
   private readonly windows = new Map<string, { start: number; count: number }>();
@@ -84,6 +87,11 @@ export class AuthFailureLimiter {
   }
 }
 
+/** Refusals of a credential, which an address over its failure limit gets as 429. */
+function isAuthFailure(code: string): boolean {
+  return code === ErrorCode.UNAUTHENTICATED || code.startsWith('CERT_');
+}
+
 const ROLE_RANK: Record<ApiRole, number> = { viewer: 1, admin: 2 };
 
 export function roleAllows(have: ApiRole, need: ApiRole): boolean {
@@ -113,15 +121,28 @@ export class RestAuth {
     );
   }
 
+  /**
+   * The caller's principal. The credential is checked first, so a valid one is never refused
+   * for others' failures from the same address; a failure from an address over its limit is
+   * answered RATE_LIMITED instead of UNAUTHENTICATED.
+   */
   async authenticate(req: AuthRequest): Promise<Principal> {
     const wait = this.limiter.retryAfter(req.ip);
-    if (wait > 0) {
-      throw new SpillwayError(
-        ErrorCode.RATE_LIMITED,
-        `too many failed authentications from ${req.ip}; retry in ${wait}s`,
-        { details: { retryAfterSeconds: wait } },
-      );
+    try {
+      return await this.check(req);
+    } catch (err) {
+      if (wait > 0 && isSpillwayError(err) && isAuthFailure(err.code)) {
+        throw new SpillwayError(
+          ErrorCode.RATE_LIMITED,
+          `too many failed authentications from ${req.ip}; retry in ${wait}s`,
+          { details: { retryAfterSeconds: wait } },
+        );
+      }
+      throw err;
     }
+  }
+
+  private async check(req: AuthRequest): Promise<Principal> {
     const fromCert = await this.fromCertificate(req);
     if (fromCert) return fromCert;
 
