@@ -70,6 +70,15 @@ function restMarkdown(doc) {
       'Routes under `/api/v1` need `Authorization: Bearer <token>` (or an admin client certificate with `--http-tls`); ' +
       '`/healthz`, `/readyz` and `/metrics` do not. The machine-readable document is at `GET /docs/json`.\n\n',
   );
+  out.push(
+    '## Errors\n\n' +
+      'Every refusal has the body `{ "error": { "code", "message", "field"? } }`, from a schema violation down to ' +
+      'bytes that are not HTTP: 400 `INVALID_ARGUMENT` (bad input, malformed HTTP), 401 `UNAUTHENTICATED`, ' +
+      '403 `PERMISSION_DENIED`, 404 `NOT_FOUND`, 413 `PAYLOAD_TOO_LARGE` (a body over 1 MiB; the broker reads ' +
+      'the rest of the upload, up to 16 MiB or 5 s, answers and closes the connection), 431 `PAYLOAD_TOO_LARGE` ' +
+      '(headers over 16 KiB), 429 `RATE_LIMITED` with `Retry-After` (a failed authentication from an address over ' +
+      '`--auth-failure-rate-limit`; a valid credential is never refused for it), 503 `STORE_UNAVAILABLE`.\n\n',
+  );
   const ops = [];
   for (const [path, item] of Object.entries(doc.paths ?? {})) {
     for (const [method, op] of Object.entries(item)) {

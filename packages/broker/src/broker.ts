@@ -153,6 +153,7 @@ export async function startBroker(config: BrokerConfig, logger: Logger): Promise
       logger: restLogger,
       auth,
       metrics,
+      trustedProxies: config.trustedProxies,
       ...(config.httpTls
         ? { tls: { keyPem: pki.serverKeyPem, certPem: pki.serverCertPem, caPem: pki.ca.certPem } }
         : {}),

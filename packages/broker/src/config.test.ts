@@ -19,6 +19,7 @@ describe('broker config', () => {
       authFailureRateLimit: 10,
       logPretty: false,
       httpTls: false,
+      trustedProxies: [],
     });
     expect(config.brokerId).toMatch(new RegExp(`-${process.pid}-[0-9a-f]{6}$`));
     expect(config.adminToken).toBeUndefined();
@@ -51,6 +52,8 @@ describe('broker config', () => {
     [['--auth-failure-rate-limit', '0'], '--auth-failure-rate-limit'],
     [['--reservation-retention', 'a week'], '--reservation-retention'],
     [['--reservation-retention', '9000h'], '--reservation-retention'],
+    [['--trusted-proxies', '10.0.0.0/33'], '--trusted-proxies'],
+    [['--trusted-proxies', '10.0.0.1,ingress.local'], '--trusted-proxies'],
   ])('refuses %j naming the flag', (argv, flag) => {
     let caught: unknown;
     try {
@@ -60,6 +63,14 @@ describe('broker config', () => {
     }
     expect(isSpillwayError(caught, 'INVALID_CONFIG')).toBe(true);
     expect((caught as Error).message).toContain(flag);
+  });
+
+  it('takes trusted proxies as addresses and CIDRs, from a flag or the environment', () => {
+    const list = '10.0.0.0/8, 192.168.1.7,fd00::/8';
+    const fromFlag = loadBrokerConfig({ argv: ['--trusted-proxies', list], env: {} }).config;
+    const fromEnv = loadBrokerConfig({ argv: [], env: { SPILLWAY_TRUSTED_PROXIES: list } }).config;
+    expect(fromFlag.trustedProxies).toEqual(['10.0.0.0/8', '192.168.1.7', 'fd00::/8']);
+    expect(fromEnv.trustedProxies).toEqual(fromFlag.trustedProxies);
   });
 
   it('does not echo a bad secret in the error', () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import {
@@ -146,6 +147,12 @@ export const BROKER_CONFIG_SCHEMA = {
     max: 100_000,
     description: 'Failed REST authentications allowed per client IP per minute before 429',
   },
+  trustedProxies: {
+    type: 'list',
+    default: [],
+    description:
+      'Addresses or CIDRs of the proxies in front of the REST API (an ingress); only from these is X-Forwarded-For believed (default none)',
+  },
 } satisfies Schema;
 
 export type BrokerConfigInput = ConfigOf<typeof BROKER_CONFIG_SCHEMA>;
@@ -170,6 +177,15 @@ export function defaultBrokerId(): string {
   return `${host}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
+/** `10.1.2.3`, `10.0.0.0/8`, `fd00::1`, `fd00::/8`. */
+export function isAddressOrCidr(entry: string): boolean {
+  const [address = '', prefix, ...more] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || more.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
 /** Fills derived values; `cwd` anchors relative directories. */
 export function resolveBrokerConfig(
   input: BrokerConfigInput,
@@ -186,6 +202,15 @@ export function resolveBrokerConfig(
         ErrorCode.INVALID_CONFIG,
         `invalid configuration: ${flag} must be 16-256 characters without spaces (value not shown)`,
         { field: flag },
+      );
+    }
+  }
+  for (const entry of input.trustedProxies) {
+    if (!isAddressOrCidr(entry)) {
+      throw new SpillwayError(
+        ErrorCode.INVALID_CONFIG,
+        `invalid configuration: --trusted-proxies: "${entry}" is not an IP address or CIDR (e.g. 10.0.0.0/8, fd00::/8)`,
+        { field: '--trusted-proxies' },
       );
     }
   }
