@@ -11,8 +11,9 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
-          include: ['packages/*/src/**/*.test.ts'],
-          exclude: ['packages/*/src/**/*.int.test.ts', '**/node_modules/**', '**/dist/**'],
+          // The bench's own logic (flags, goals) is unit-tested too; e2e scenarios are not here.
+          include: ['packages/*/src/**/*.test.ts', 'e2e/bench/**/*.test.ts'],
+          exclude: ['**/*.int.test.ts', '**/*.e2e.test.ts', '**/node_modules/**', '**/dist/**'],
         },
       },
       {

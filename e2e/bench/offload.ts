@@ -127,6 +127,25 @@ async function deleteAll(bed: Bed, timeoutMs: number): Promise<void> {
   throw new Error(`pods still present ${timeoutMs} ms after deleting them`);
 }
 
+/** Offloads `pods` GPU pods from the origin and waits until they run (no measurement). */
+export async function offloadPods(bed: Bed, o: { pods: number; timeoutMs: number }): Promise<void> {
+  const watch = new PodWatch(bed.origin, OFFLOAD_NS);
+  await watch.start();
+  try {
+    await Promise.all(
+      Array.from({ length: o.pods }, (_, i) =>
+        bed.origin.core.createNamespacedPod({ namespace: OFFLOAD_NS, body: gpuPod(`status-${i}`) }),
+      ),
+    );
+    if (
+      !(await waitUntil('offloaded pods Running', () => watch.running.size >= o.pods, o.timeoutMs))
+    )
+      throw new Error(`${o.pods - watch.running.size} of ${o.pods} offloaded pods never ran`);
+  } finally {
+    watch.stop();
+  }
+}
+
 export interface LatencyRun {
   pods: number;
   intervalMs: number;

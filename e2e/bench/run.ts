@@ -6,12 +6,12 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { FULL, QUICK, runBrokerBenches, type BrokerBenchResults } from './brokers.js';
 import { startBed } from './lib/bed.js';
-import { MiB } from './lib/proc.js';
+import { GOALS, MB, goal } from './goals.js';
 import {
   deleteAll,
+  offloadPods,
   runLatency,
   runStatus,
   runThroughput,
@@ -21,9 +21,7 @@ import {
 } from './offload.js';
 import { machine, table, type Invariant, type Row } from './lib/report.js';
 import { fmt, num } from './lib/stats.js';
-
-const BENCHES = ['offload', 'status', 'throughput', 'placement', 'scale'] as const;
-type BenchName = (typeof BENCHES)[number];
+import { BENCHES, BenchUsageError, parseBenchArgs, wants, type BenchOptions } from './options.js';
 
 const USAGE = `Usage: npm run bench -- [flags]
 
@@ -33,6 +31,7 @@ const USAGE = `Usage: npm run bench -- [flags]
   --cpu-prof       write CPU profiles of the Spillway daemons next to the JSON
                    (summarize one: node e2e/dist/bench/profile.js FILE.cpuprofile)
   --stores LIST    placement on these stores only: sqlite, redis (default both)
+                   (memory is printed in MB, 10^6 bytes, the unit of the goals)
   --shim-workers N the shim's --workers (reconcile workers per controller; default its own)
   --keep           keep the work directory (logs, data) for inspection
   --help
@@ -110,16 +109,14 @@ function latencyRows(l: LatencyRun, rows: Row[], inv: Invariant[]): void {
       bench: b,
       metric: 'offloaded p50 / direct p50',
       value: fmt(l.ratioP50, '×'),
-      goal: '≤ 1.5×',
-      met: l.ratioP50.value <= 1.5,
+      ...goal('offloadLatencyP50Ratio', l.ratioP50.value),
     },
     { bench: b, metric: 'offloaded p95 / direct p95', value: fmt(l.ratioP95, '×') },
     {
       bench: b,
       metric: 'offloaded p99 / direct p99',
       value: fmt(l.ratioP99, '×'),
-      goal: '≤ 2×',
-      met: l.ratioP99.value <= 2,
+      ...goal('offloadLatencyP99Ratio', l.ratioP99.value),
     },
     {
       bench: b,
@@ -149,8 +146,7 @@ function statusRows(st: StatusRun, rows: Row[], inv: Invariant[]): void {
       bench: b,
       metric: 'p99',
       value: fmt(st.latencyMs.p99, ' ms'),
-      goal: '< 500 ms',
-      met: st.latencyMs.p99.value < 500,
+      ...goal('statusP99Ms', st.latencyMs.p99.value),
     },
   );
   inv.push({
@@ -178,32 +174,29 @@ function throughputRows(t: ThroughputRun, rows: Row[], inv: Invariant[]): void {
       bench: b,
       metric: 'offloaded / direct',
       value: `${num(t.ratio)}×`,
-      goal: '≥ 0.7×',
-      met: t.ratio >= 0.7,
+      ...goal('throughputRatio', t.ratio),
     },
     {
       bench: b,
       metric: 'shim CPU (average over the offloaded run)',
       value: `${num(t.shim.cores)} cores (${num(t.shim.cpuSeconds)} CPU s in ${num(t.shim.wallSeconds)} s)`,
-      goal: '≤ 0.5 core',
-      met: t.shim.cores <= 0.5,
+      ...goal('shimCores', t.shim.cores),
     },
     {
       bench: b,
       metric: 'shim peak RSS',
-      value: `${num(t.shim.peakRssBytes / MiB)} MiB`,
-      goal: '≤ 300 MB',
-      met: t.shim.peakRssBytes <= 300e6,
+      value: `${num(t.shim.peakRssBytes / MB)} MB`,
+      ...goal('shimPeakRssMB', t.shim.peakRssBytes / MB),
     },
     {
       bench: b,
       metric: 'agents (3) CPU / peak RSS (sum)',
-      value: `${num(t.agents.cores)} cores (${num(t.agents.cpuSeconds)} CPU s) / ${num(t.agents.peakRssBytes / MiB)} MiB`,
+      value: `${num(t.agents.cores)} cores (${num(t.agents.cpuSeconds)} CPU s) / ${num(t.agents.peakRssBytes / MB)} MB`,
     },
     {
       bench: b,
       metric: 'broker CPU / peak RSS',
-      value: `${num(t.broker.cores)} cores / ${num(t.broker.peakRssBytes / MiB)} MiB`,
+      value: `${num(t.broker.cores)} cores / ${num(t.broker.peakRssBytes / MB)} MB`,
     },
   );
   inv.push({
@@ -218,6 +211,7 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
   const s = r.scale;
   if (s) {
     const b = '5 broker scale';
+    const peakMB = Math.max(s.idle.peakRssBytes, s.underQueries.peakRssBytes) / MB;
     rows.push(
       {
         bench: b,
@@ -237,14 +231,13 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
       {
         bench: b,
         metric: 'broker RSS, peak while connected',
-        value: `${num(Math.max(s.idle.peakRssBytes, s.underQueries.peakRssBytes) / MiB)} MiB`,
-        goal: '< 500 MB',
-        met: Math.max(s.idle.peakRssBytes, s.underQueries.peakRssBytes) < 500e6,
+        value: `${num(peakMB)} MB`,
+        ...goal('brokerScalePeakRssMB', peakMB),
       },
       {
         bench: b,
         metric: 'broker RSS, lifetime peak (incl. joins)',
-        value: `${num(s.lifetimePeakRssBytes / MiB)} MiB`,
+        value: `${num(s.lifetimePeakRssBytes / MB)} MB`,
       },
       {
         bench: b,
@@ -255,8 +248,7 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
         bench: b,
         metric: 'GET /api/v1/capacity p99 (median [range] of rounds)',
         value: fmt(s.p99, ' ms'),
-        goal: '< 20 ms',
-        met: s.p99.value < 20,
+        ...goal('capacityP99Ms', s.p99.value),
       },
     );
     inv.push({
@@ -281,15 +273,17 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
         bench: b,
         metric: `placements/s, ${p.callers} callers (per-second median [range])`,
         value: `${num(p.placementsPerSecond)} (${fmt(p.perSecond)})`,
-        goal: sqlite ? '≥ 2000/s' : '≥ 1000/s',
-        met: p.placementsPerSecond >= (sqlite ? 2000 : 1000),
+        ...goal(
+          sqlite ? 'placementsPerSecondSqlite' : 'placementsPerSecondRedis',
+          p.placementsPerSecond,
+        ),
       },
       { bench: b, metric: 'Place latency p50', value: fmt(p.latencyMs.p50, ' ms') },
       {
         bench: b,
         metric: 'Place latency p99',
         value: fmt(p.latencyMs.p99, ' ms'),
-        ...(sqlite ? { goal: '< 10 ms', met: p.latencyMs.p99.value < 10 } : {}),
+        ...(sqlite ? goal('placeP99MsSqlite', p.latencyMs.p99.value) : {}),
       },
       {
         bench: b,
@@ -304,8 +298,7 @@ function brokerRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void 
         bench: b,
         metric: 'double-booked GPUs',
         value: String(p.invariant.overbookedNodes + p.invariant.overbookedByClients),
-        goal: '0',
-        met: p.invariant.ok,
+        ...goal('doubleBookedGpus', p.invariant.overbookedNodes + p.invariant.overbookedByClients),
       },
     );
     inv.push({
@@ -338,8 +331,7 @@ function fragmentationRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[])
         bench: b,
         metric: 'double-booked GPUs',
         value: String(f.invariant.overbookedNodes + f.invariant.overbookedByClients),
-        goal: '0',
-        met: f.invariant.ok,
+        ...goal('doubleBookedGpus', f.invariant.overbookedNodes + f.invariant.overbookedByClients),
       },
     );
     inv.push({
@@ -359,44 +351,26 @@ function fragmentationRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[])
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string', multiple: true },
-      out: { type: 'string' },
-      'cpu-prof': { type: 'boolean', default: false },
-      stores: { type: 'string' },
-      'shim-workers': { type: 'string' },
-      keep: { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-    },
-    allowPositionals: false,
-  });
-  if (values.help) {
+  let opts: BenchOptions;
+  try {
+    opts = parseBenchArgs(process.argv.slice(2));
+  } catch (err) {
+    if (!(err instanceof BenchUsageError)) throw err;
+    process.stderr.write(`spillway bench: ${err.message}; see --help\n`);
+    return 2;
+  }
+  if (opts.help) {
     process.stdout.write(USAGE);
     return 0;
   }
-  const only = new Set<BenchName>();
-  for (const v of values.only ?? []) {
-    for (const n of v
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean)) {
-      if (!(BENCHES as readonly string[]).includes(n)) {
-        process.stderr.write(`unknown benchmark "${n}"; one of ${BENCHES.join(', ')}\n`);
-        return 2;
-      }
-      only.add(n as BenchName);
-    }
-  }
-  const want = (n: BenchName): boolean => only.size === 0 || only.has(n);
+  const want = (n: (typeof BENCHES)[number]): boolean => wants(opts, n);
   const started = new Date();
   const stamp = started.toISOString().replace(/[:.]/g, '-');
-  const out = resolve(values.out ?? join(RESULTS_DIR, `${stamp}.json`));
+  const out = resolve(opts.out ?? join(RESULTS_DIR, `${stamp}.json`));
   await mkdir(dirname(out), { recursive: true });
-  const cpuProfDir = values['cpu-prof'] ? join(dirname(out), `profiles-${stamp}`) : undefined;
+  const cpuProfDir = opts.cpuProf ? join(dirname(out), `profiles-${stamp}`) : undefined;
   const workDir = await mkdtemp(join(tmpdir(), 'spillway-bench-'));
-  const mode = values.quick ? 'quick' : 'full';
+  const mode = opts.quick ? 'quick' : 'full';
   const m0 = machine();
   log(`${mode} run; work dir ${workDir}; ${m0.nproc} cores, load ${m0.loadAvg.join(' ')}`);
   const t0 = performance.now();
@@ -407,17 +381,22 @@ async function main(): Promise<number> {
   const failures: string[] = [];
   try {
     if (want('offload') || want('status') || want('throughput')) {
-      const z = values.quick ? BED_QUICK : BED_FULL;
+      const z = opts.quick ? BED_QUICK : BED_FULL;
       let bed: Awaited<ReturnType<typeof startBed>> | undefined;
       try {
         bed = await startBed(join(workDir, 'bed'), z, {
-          ...(values['shim-workers'] ? { shimWorkers: Number(values['shim-workers']) } : {}),
+          ...(opts.shimWorkers === undefined ? {} : { shimWorkers: opts.shimWorkers }),
           ...(cpuProfDir ? { cpuProfDir } : {}),
           log,
         });
         const bedResults: Record<string, unknown> = {};
         results.testbed = bedResults;
-        if (want('offload') || want('status')) {
+        if (want('status') && !want('offload')) {
+          // The status bench changes the status of Running offloaded pods; make only those.
+          log(`status propagation: offloading ${z.statusPods} pods to change`);
+          await offloadPods(bed, { pods: z.statusPods, timeoutMs: z.timeoutMs });
+        }
+        if (want('offload')) {
           log(
             `offload latency: ${z.latencyPods} pods each way, one pair every ${z.latencyIntervalMs} ms`,
           );
@@ -426,10 +405,8 @@ async function main(): Promise<number> {
             intervalMs: z.latencyIntervalMs,
             timeoutMs: z.timeoutMs,
           });
-          if (want('offload')) {
-            bedResults.latency = l;
-            latencyRows(l, rows, invariants);
-          }
+          bedResults.latency = l;
+          latencyRows(l, rows, invariants);
         }
         if (want('status')) {
           log(`status propagation: ${z.statusChanges} changes on ${z.statusPods} pods`);
@@ -467,17 +444,11 @@ async function main(): Promise<number> {
       try {
         await runBrokerBenches(
           {
-            sizes: values.quick ? QUICK : FULL,
+            sizes: opts.quick ? QUICK : FULL,
             workDir,
             scale: want('scale'),
             placement: want('placement'),
-            ...(values.stores
-              ? {
-                  stores: values.stores
-                    .split(',')
-                    .filter((x): x is 'sqlite' | 'redis' => x === 'sqlite' || x === 'redis'),
-                }
-              : {}),
+            ...(opts.stores ? { stores: opts.stores } : {}),
             ...(cpuProfDir ? { cpuProfDir } : {}),
             log,
           },
@@ -493,7 +464,7 @@ async function main(): Promise<number> {
     }
   } finally {
     // Logs are kept when something failed.
-    if (!values.keep && failures.length === 0) await rm(workDir, { recursive: true, force: true });
+    if (!opts.keep && failures.length === 0) await rm(workDir, { recursive: true, force: true });
     else log(`work dir kept: ${workDir}`);
   }
 
@@ -505,6 +476,7 @@ async function main(): Promise<number> {
     startedAt: started.toISOString(),
     seconds,
     machine: { ...m0, loadAvgAtEnd: machine().loadAvg },
+    goals: GOALS,
     rows,
     invariants,
     failures,

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { LABEL_OFFLOAD } from '@spillway/common';
+import { BROKER_MAIN, brokerArgs } from '../harness/broker-process.js';
 import { ComponentProcess } from '../testbed/processes.js';
 import {
   freePorts,
@@ -28,7 +29,7 @@ import { allRunning, createDeployment, printRecoveries, runningUids } from './wo
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MAIN = {
-  broker: join(ROOT, 'packages/broker/dist/main.js'),
+  broker: BROKER_MAIN,
   agent: join(ROOT, 'packages/agent/dist/main.js'),
   shim: join(ROOT, 'packages/virtual-node/dist/main.js'),
 } as const;
@@ -177,22 +178,22 @@ export class ChaosBed {
       for (let i = 0; i < replicas; i++) {
         const [grpc, http] = await freePorts(2);
         const name = `broker-${i + 1}`;
-        const args = [
-          MAIN.broker,
-          `--broker-id=${name}`,
-          `--data-dir=${join(dir, name)}`,
-          `--pki-dir=${pkiDir}`,
-          '--grpc-host=127.0.0.1',
-          `--grpc-port=${grpc}`,
-          '--http-host=127.0.0.1',
-          `--http-port=${http}`,
-          `--admin-token=${ADMIN_TOKEN}`,
-          `--heartbeat-timeout=${HEARTBEAT_TIMEOUT_MS}ms`,
-          `--reservation-ttl=${RESERVATION_TTL_MS}ms`,
-          '--shutdown-grace=1s',
-          '--log-level=debug',
-          ...(redis ? ['--store=redis', `--redis-url=${redis.url}`, '--redis-prefix=chaos:'] : []),
-        ];
+        const args = brokerArgs({
+          dir: join(dir, name),
+          dataDir: join(dir, name),
+          pkiDir,
+          grpcPort: grpc!,
+          httpPort: http!,
+          adminToken: ADMIN_TOKEN,
+          brokerId: name,
+          logLevel: 'debug',
+          ...(redis ? { store: 'redis', redisUrl: redis.url, redisPrefix: 'chaos:' } : {}),
+          flags: [
+            `--heartbeat-timeout=${HEARTBEAT_TIMEOUT_MS}ms`,
+            `--reservation-ttl=${RESERVATION_TTL_MS}ms`,
+            '--shutdown-grace=1s',
+          ],
+        });
         const replica: BrokerReplica = {
           daemon: new Daemon(name, process.execPath, args, join(logs, `${name}.log`)),
           grpc: `127.0.0.1:${grpc}`,
