@@ -129,7 +129,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
   const onError = makeErrorHandler(logger, bodyLimit);
   const app = fastify({
     // Errors raised before routing (a malformed URL) get the same { error } body.
-    frameworkErrors: onError,
+    frameworkErrors: (err, req, reply) => void onError(err, req, reply),
     // ...and so do errors Node's HTTP parser raises (bytes that are not HTTP, huge headers).
     clientErrorHandler: makeClientErrorHandler(logger),
     ...(opts.trustedProxies && opts.trustedProxies.length > 0
