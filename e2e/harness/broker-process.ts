@@ -40,6 +40,8 @@ export interface BrokerLaunch {
   nodeFlags?: readonly string[];
   /** NODE_OPTIONS; default the chart's. */
   nodeOptions?: string;
+  /** More environment (SPILLWAY_* settings). */
+  env?: Record<string, string>;
   /** The log file; default <dir>/broker-<time>.log. */
   logFile?: string;
 }
@@ -67,9 +69,13 @@ export function brokerArgs(o: BrokerLaunch): string[] {
   ];
 }
 
-/** The environment a launched broker gets: PATH and the chart's NODE_OPTIONS, nothing else. */
-export function brokerEnv(o: Pick<BrokerLaunch, 'nodeOptions'>): NodeJS.ProcessEnv {
-  return { PATH: process.env.PATH ?? '', NODE_OPTIONS: o.nodeOptions ?? BROKER_NODE_OPTIONS };
+/** The environment a launched broker gets: PATH, the chart's NODE_OPTIONS and `env`, nothing else. */
+export function brokerEnv(o: Pick<BrokerLaunch, 'nodeOptions' | 'env'>): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '',
+    NODE_OPTIONS: o.nodeOptions ?? BROKER_NODE_OPTIONS,
+    ...o.env,
+  };
 }
 
 export function assertBrokerBuilt(): void {
@@ -164,6 +170,8 @@ export interface BrokerProcess {
   readonly pkiDir: string;
   readonly logFile: string;
   readonly launch: BrokerLaunch;
+  /** How the process ended, once it has. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   rest(method: string, path: string, opts?: RestCall): Promise<RestResponse>;
   /** SIGTERM, SIGKILL after `graceMs`; resolves once the process is gone. */
   stop(graceMs?: number): Promise<void>;
@@ -186,6 +194,9 @@ export async function startBrokerProcess(o: BrokerLaunch): Promise<BrokerProcess
   } finally {
     closeSync(fd);
   }
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
+  );
   let ports: { grpcPort: number; httpPort: number };
   try {
     ports = await waitForBrokerPorts(logFile, () => child.exitCode);
@@ -209,6 +220,7 @@ export async function startBrokerProcess(o: BrokerLaunch): Promise<BrokerProcess
     pkiDir,
     logFile,
     launch: o,
+    exited,
     rest: (method, path, opts = {}) =>
       restCall(restUrl, method, path, {
         ...opts,
@@ -216,7 +228,6 @@ export async function startBrokerProcess(o: BrokerLaunch): Promise<BrokerProcess
       }),
     async stop(graceMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
       await exited;
