@@ -14,7 +14,11 @@ export const VIEWER_TOKEN = 'spillway-bench-viewer-0123456789abcdef';
 /** The broker chart's default `nodeOptions` (charts/spillway-broker/values.yaml). */
 export const BROKER_NODE_OPTIONS = '--max-semi-space-size=4';
 
-const MAIN = fileURLToPath(new URL('../../../../packages/broker/dist/main.js', import.meta.url));
+// From e2e/dist/bench/lib/ (compiled) four levels up is the repository root; from
+// e2e/bench/lib/ (a vitest run of the sources) three.
+const MAIN = ['../../../../packages/broker/dist/main.js', '../../../packages/broker/dist/main.js']
+  .map((p) => fileURLToPath(new URL(p, import.meta.url)))
+  .find((p, i, all) => existsSync(p) || i === all.length - 1)!;
 
 export interface BrokerOptions {
   /** Directory for this replica's data and log. */
