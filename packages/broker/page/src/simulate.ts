@@ -5,6 +5,12 @@ import type { SimulateResult, Verdict } from './types.js';
 const PRODUCT_LABEL = 'nvidia.com/gpu.product';
 
 /** Keeps a <select>'s options in step with `values`, leaving the user's choice alone. */
+/** A text field of the form ('' when absent). */
+function field(data: FormData, name: string): string {
+  const v = data.get(name);
+  return typeof v === 'string' ? v : '';
+}
+
 export function setOptions(select: HTMLSelectElement, values: readonly [string, string][]): void {
   const want = JSON.stringify(values);
   if (select.dataset.options === want) return;
@@ -95,9 +101,9 @@ export function wireSimulate(
     if (!client) return;
     const data = new FormData(form);
     const gpus = Number(data.get('gpus'));
-    const origin = String(data.get('origin') ?? '');
-    const product = String(data.get('product') ?? '');
-    const policy = String(data.get('policy') ?? '');
+    const origin = field(data, 'origin');
+    const product = field(data, 'product');
+    const policy = field(data, 'policy');
     if (origin === '') {
       replace(
         out,
@@ -115,7 +121,7 @@ export function wireSimulate(
     const body = {
       origin,
       gpus,
-      resource: String(data.get('resource') ?? '').trim() || 'nvidia.com/gpu',
+      resource: field(data, 'resource').trim() || 'nvidia.com/gpu',
       ...(product === '' ? {} : { nodeSelector: { [PRODUCT_LABEL]: product } }),
       ...(policy === '' ? {} : { policy }),
     };
