@@ -59,6 +59,8 @@ COPY --from=build /src/packages/api/package.json packages/api/
 COPY --from=build /src/packages/api/dist packages/api/dist
 COPY --from=build /src/packages/broker/package.json packages/broker/
 COPY --from=build /src/packages/broker/dist packages/broker/dist
+# The dashboard's HTML, CSS and icon (its compiled modules are in dist/page).
+COPY --from=build /src/packages/broker/page/static packages/broker/page/static
 COPY --from=build /src/packages/agent/package.json packages/agent/
 COPY --from=build /src/packages/agent/dist packages/agent/dist
 COPY --from=build /src/packages/virtual-node/package.json packages/virtual-node/

@@ -76,6 +76,11 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's page runs in the browser.
+    files: ['packages/broker/page/**/*.ts'],
+    languageOptions: { globals: { ...globals.browser } },
+  },
+  {
     files: ['**/*.mjs', '**/*.js'],
     ...tseslint.configs.disableTypeChecked,
   },

@@ -31,6 +31,10 @@ export class Metrics {
   private readonly connected: Gauge;
   private readonly freeGpus: Gauge<'product' | 'resource'>;
   private readonly reservationsOpen: Gauge;
+  private readonly offloads: Gauge<'state' | 'phase'>;
+  private readonly offloadedGpus: Gauge<'state'>;
+  private readonly storeUp: Gauge;
+  private readonly storeReadSeconds: Gauge;
   private store: Store | undefined;
   private sessions: (() => readonly { component: string }[]) | undefined;
   private readonly heartbeatTimeoutMs: number;
@@ -95,6 +99,28 @@ export class Metrics {
       help: 'GPU reservations promised but not yet seen bound on the donor',
       registers,
     });
+    this.offloads = new Gauge({
+      name: 'spillway_offloads',
+      help: 'Live offloads by state (open: GPUs reserved, pod not yet seen; bound) and the donor pod phase last reported',
+      labelNames: ['state', 'phase'],
+      registers,
+    });
+    this.offloadedGpus = new Gauge({
+      name: 'spillway_offloaded_gpus',
+      help: 'GPUs held by live offloads, by state (open or bound): what donors lend right now',
+      labelNames: ['state'],
+      registers,
+    });
+    this.storeUp = new Gauge({
+      name: 'spillway_store_up',
+      help: '1 if the last scrape could read the store, 0 if not',
+      registers,
+    });
+    this.storeReadSeconds = new Gauge({
+      name: 'spillway_store_read_seconds',
+      help: 'How long the last scrape took to read the store',
+      registers,
+    });
   }
 
   /** Lets the store-backed gauges read `store` on each render(). */
@@ -142,13 +168,16 @@ export class Metrics {
   private async refreshFromStore(): Promise<void> {
     const store = this.store;
     if (!store) return;
+    const started = performance.now();
     try {
-      const [conns, inventories, clusters, open] = await Promise.all([
+      const [conns, inventories, clusters, liveOffloads] = await Promise.all([
         store.listConnections(),
         store.listInventories(),
         store.listClusters(),
-        store.listReservations({ states: ['open'] }),
+        store.listReservations({ states: ['open', 'bound'] }),
       ]);
+      this.storeReadSeconds.set((performance.now() - started) / 1000);
+      this.storeUp.set(1);
       const cutoff = Date.now() - this.heartbeatTimeoutMs;
       const live = new Set(
         conns.filter((c) => Date.parse(c.lastSeenAt) >= cutoff).map((c) => c.clusterId),
@@ -177,8 +206,18 @@ export class Metrics {
       for (const row of sums.values())
         this.freeGpus.set({ product: row.product, resource: row.resource }, row.free);
 
+      const open = liveOffloads.filter((r) => r.state === 'open');
       this.reservationsOpen.set(open.length);
+      this.offloads.reset();
+      this.offloadedGpus.reset();
+      for (const state of ['open', 'bound'] as const) this.offloadedGpus.set({ state }, 0);
+      for (const r of liveOffloads) {
+        const phase = r.state === 'open' ? 'Reserved' : r.remotePhase || 'Pending';
+        this.offloads.inc({ state: r.state, phase });
+        this.offloadedGpus.inc({ state: r.state }, r.gpus);
+      }
     } catch (err) {
+      this.storeUp.set(0);
       this.scrapeErrors.inc();
       this.logger?.warn({ err }, 'metrics: store read failed');
     }

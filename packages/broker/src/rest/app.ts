@@ -49,6 +49,7 @@ import {
   simulateBody,
 } from './schemas.js';
 import type { ApiRole } from './tokens.js';
+import { dashboardRoutes } from '../ui/routes.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -523,6 +524,8 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
 
     done();
   });
+
+  void app.register(dashboardRoutes);
 
   return app;
 }
