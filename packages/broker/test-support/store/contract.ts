@@ -9,8 +9,8 @@ import {
   type ReservationRecord,
   type ReserveRequest,
   type ReserveResult,
-} from '../model.js';
-import type { Store } from './store.js';
+} from '../../src/model.js';
+import type { Store } from '../../src/store/store.js';
 
 /**
  * The one behaviour both stores must show, written against the Store interface only.
