@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError, validateClusterId } from '@spillway/common';
+import { ErrorCode, SpillwayError, invalid, validateClusterId } from '@spillway/common';
 import type {
   CandidateVerdict as ProtoCandidateVerdict,
   CapacityReport__Output,
@@ -52,10 +52,6 @@ export const LIMITS = {
   string: 1_024,
   podsPerSync: 10_000,
 } as const;
-
-export function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
-}
 
 /** A bounded string; `required` refuses the empty string. */
 export function str(

@@ -23,7 +23,7 @@ import type {
   RenewRequest__Output,
   RenewResponse,
 } from '@spillway/api';
-import { ErrorCode, SpillwayError, isSpillwayError, type Logger } from '@spillway/common';
+import { ErrorCode, SpillwayError, invalid, isSpillwayError, type Logger } from '@spillway/common';
 import type { BrokerCore } from '../core/api.js';
 import type { Component } from '../model.js';
 import {
@@ -40,7 +40,6 @@ import {
   componentFromProto,
   dnsName,
   int,
-  invalid,
   peeringStateToProto,
   placeRequestFromProto,
   placementResultToProto,

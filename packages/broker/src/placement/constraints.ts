@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError, bytesOf, cpuMillisOf, parseQuantity } from '@spillway/common';
+import { bytesOf, cpuMillisOf, invalid, parseQuantity } from '@spillway/common';
 import type { LabelRequirement, PlacementRequest, Toleration } from '../core/api.js';
 import type { PlacementPolicy } from '../model.js';
 
@@ -72,10 +72,6 @@ export const MAX_GPUS_PER_POD = 64;
 
 export function isGpuResource(name: string, resources: readonly string[]): boolean {
   return resources.some((r) => (r.endsWith('*') ? name.startsWith(r.slice(0, -1)) : name === r));
-}
-
-function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
 }
 
 /** One resource's amount per container, and the field it came from for error messages. */

@@ -27,15 +27,16 @@ import type { Store, ViewFeed, ViewNotice } from './store.js';
 import {
   compareReservations,
   compareText,
+  isLive,
   newReservation,
   noFitReason,
   notFound,
   quotaViolation,
   storeUnavailable,
   tokenInvalid,
-  validateCapacityUpdate,
   validateReserveRequest,
 } from './internal.js';
+import { validateCapacityUpdate } from '../core/validate.js';
 
 /*
  * Data layout (P = key prefix, default "spillway:"). Records are hashes; nested values
@@ -998,7 +999,7 @@ export class RedisStore implements Store {
       const [h] = await this.hashes([`rsv:${id}`]);
       const r = h ? toReservation(h) : undefined;
       // It may have finished between the two reads.
-      return r && (r.state === 'open' || r.state === 'bound') ? r : undefined;
+      return r && isLive(r.state) ? r : undefined;
     });
   }
 
@@ -1006,9 +1007,7 @@ export class RedisStore implements Store {
     return this.op(async () => {
       // Live reservations are indexed by pod; only history needs the full list.
       const liveOnly =
-        filter.states !== undefined &&
-        filter.states.length > 0 &&
-        filter.states.every((s) => s === 'open' || s === 'bound');
+        filter.states !== undefined && filter.states.length > 0 && filter.states.every(isLive);
       const ids = !liveOnly
         ? await this.client.zrange(this.k('rsv:all'), 0, '-1')
         : filter.donor !== undefined

@@ -28,17 +28,17 @@ import type {
 } from '../model.js';
 import type { Store } from './store.js';
 import {
-  effectiveFree,
   mergeCapacity,
   newReservation,
   noFitReason,
   notFound,
+  reservableGpus,
   quotaViolation,
   storeUnavailable,
   tokenInvalid,
-  validateCapacityUpdate,
   validateReserveRequest,
 } from './internal.js';
+import { validateCapacityUpdate } from '../core/validate.js';
 
 export interface SqliteStoreOptions {
   /** The database file; its directory is created if missing. */
@@ -674,8 +674,14 @@ export class SqliteStore implements Store {
            WHERE donor = ? AND node = ? AND state = 'open'`,
         )
           .all(req.donor, req.node)
-          .map((r) => ({ resource: text(r.resource), gpus: num(r.gpus), podUid: text(r.pod_uid) }));
-        const free = effectiveFree(node, req.resource, open);
+          .map((r) => ({
+            state: 'open' as const,
+            node: req.node,
+            resource: text(r.resource),
+            gpus: num(r.gpus),
+            pod: { uid: text(r.pod_uid) },
+          }));
+        const free = reservableGpus(node, req.resource, open);
         if (free < req.gpus) return { ok: false, code: 'NO_FIT', reason: noFitReason(req, free) };
 
         const used = this.q(
