@@ -16,7 +16,7 @@ import type {
   PlacementPolicy,
   PodSecurityLevel,
 } from '../model.js';
-import { MAX_GPUS_PER_POD } from '../placement/constraints.js';
+import { LABEL_OPERATORS, MAX_GPUS_PER_POD } from '../placement/constraints.js';
 
 /**
  * Input checks the core applies before it touches the store, whichever layer called it:
@@ -64,14 +64,7 @@ function noUnknownKeys(o: Record<string, unknown>, allowed: readonly string[], b
 const ROLES: readonly ClusterRole[] = ['origin', 'donor', 'both'];
 const POLICIES: readonly PlacementPolicy[] = ['binpack', 'spread', 'cost'];
 const POD_SECURITY: readonly PodSecurityLevel[] = ['restricted', 'baseline'];
-const OPERATORS: readonly LabelRequirement['operator'][] = [
-  'In',
-  'NotIn',
-  'Exists',
-  'DoesNotExist',
-  'Gt',
-  'Lt',
-];
+const OPERATORS: readonly string[] = LABEL_OPERATORS;
 export const MAX_JOIN_TOKEN_TTL_MS = 24 * 3_600_000;
 /** No donor lends more GPUs than this; bigger limits are typos. */
 const MAX_LIMIT = 1_000_000;

@@ -203,14 +203,16 @@ export function gpuRequestOf(
   return gpus === 0 ? undefined : { resource: found.resource, gpus };
 }
 
-const OPERATORS = new Set<LabelRequirement['operator']>([
+/** The node selector operators Kubernetes defines: the one list every layer checks against. */
+export const LABEL_OPERATORS = [
   'In',
   'NotIn',
   'Exists',
   'DoesNotExist',
   'Gt',
   'Lt',
-]);
+] as const satisfies readonly LabelRequirement['operator'][];
+const OPERATORS: ReadonlySet<string> = new Set(LABEL_OPERATORS);
 
 /** Checks one requirement's shape the way the API server does, naming `field` when wrong. */
 export function validateRequirement(
@@ -223,7 +225,7 @@ export function validateRequirement(
   if (!OPERATORS.has(op)) {
     throw invalid(
       `${field}.operator`,
-      `${JSON.stringify(r.operator)} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt`,
+      `${JSON.stringify(r.operator)} is not one of ${LABEL_OPERATORS.join(', ')}`,
     );
   }
   const values = r.values ?? [];
