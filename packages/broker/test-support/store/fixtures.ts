@@ -34,7 +34,7 @@ export function node(
 ): NodeInventory {
   return {
     name,
-    gpus: { [GPU]: { allocatable: 8, free } },
+    gpus: { [GPU]: { allocatable: Math.max(8, free), free } },
     gpuProduct: 'NVIDIA-A100-SXM4-80GB',
     gpuMemoryMiB: 81920,
     labels: { 'nvidia.com/gpu.product': 'NVIDIA-A100-SXM4-80GB', 'kubernetes.io/hostname': name },
