@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError, invalid, validateClusterId } from '@spillway/common';
+import { invalid, validateClusterId } from '@spillway/common';
 import { LABEL_OPERATORS } from '../placement/constraints.js';
 import type {
   CandidateVerdict as ProtoCandidateVerdict,
