@@ -9,7 +9,6 @@ import type {
 } from '../model.js';
 import { LIVE_STATES, isLive } from '../store/internal.js';
 import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
-import { LIVE_STATES, isLive } from '../store/internal.js';
 import type { DonorSnapshot } from '../placement/engine.js';
 import { FreeIndex, summarizeDonor, type DonorSummary, type FastDonor } from '../placement/fast.js';
 
