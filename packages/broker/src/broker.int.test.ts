@@ -25,7 +25,7 @@ import { brokerConfig, type BrokerConfig } from './config.js';
 import { pkiPaths } from './pki-files.js';
 import { newApiToken } from './rest/tokens.js';
 import { Core } from './core/broker-core.js';
-import { StreamProbe } from './grpc/stream-probe.js';
+import { StreamProbe } from '../test-support/grpc/stream-probe.js';
 import { createStore } from './store/index.js';
 import { openSqliteStore } from './store/sqlite.js';
 

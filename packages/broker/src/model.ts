@@ -111,7 +111,7 @@ export type ReserveResult =
 export interface ReservationFilter {
   origin?: string;
   donor?: string;
-  states?: ReservationState[];
+  states?: readonly ReservationState[];
 }
 
 export type { ApiTokenRecord } from '@spillway/common';

@@ -76,6 +76,11 @@ export class SpillwayError extends Error {
   }
 }
 
+/** INVALID_ARGUMENT naming the bad input field: the message reads "<field>: <message>". */
+export function invalid(field: string, message: string): SpillwayError {
+  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
+}
+
 export function isSpillwayError(err: unknown, code?: ErrorCode): err is SpillwayError {
   return err instanceof SpillwayError && (code === undefined || err.code === code);
 }

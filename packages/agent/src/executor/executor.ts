@@ -20,6 +20,7 @@ import type {
 } from '@spillway/api';
 import {
   ErrorCode,
+  invalid,
   LABEL_ORIGIN_CLUSTER,
   LABEL_ORIGIN_UID,
   LABEL_REFLECTED,
@@ -69,25 +70,21 @@ export interface OffloadedPodCache {
   list(namespace?: string): readonly V1Pod[];
 }
 
-function invalid(message: string, field: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, message, { field });
-}
-
 function parseObject<T>(json: string, field: string, kind: string, max: number): T {
-  if (json.length > max) throw invalid(`${field}: ${kind} is larger than ${max} bytes`, field);
+  if (json.length > max) throw invalid(field, `${kind} is larger than ${max} bytes`);
   let v: unknown;
   try {
     v = JSON.parse(json);
   } catch {
-    throw invalid(`${field}: not valid JSON`, field);
+    throw invalid(field, 'not valid JSON');
   }
   if (!v || typeof v !== 'object' || Array.isArray(v))
-    throw invalid(`${field}: expected a ${kind} object`, field);
+    throw invalid(field, `expected a ${kind} object`);
   const o = v as { kind?: unknown; metadata?: { name?: unknown } };
   if (o.kind !== undefined && o.kind !== kind)
-    throw invalid(`${field}: expected kind ${kind}, got ${JSON.stringify(o.kind)}`, field);
+    throw invalid(field, `expected kind ${kind}, got ${JSON.stringify(o.kind)}`);
   if (typeof o.metadata?.name !== 'string' || o.metadata.name === '')
-    throw invalid(`${field}: metadata.name is required`, field);
+    throw invalid(field, 'metadata.name is required');
   return v as T;
 }
 
@@ -136,7 +133,7 @@ export class Executor {
           await this.streamLogs(cmd.origin_cluster, cmd.request_id, cmd.logs!, sendChunk);
           return undefined;
         default:
-          throw invalid(`unknown command ${String(cmd.op)}`, 'op');
+          throw invalid('op', `unknown command ${String(cmd.op)}`);
       }
     } catch (err) {
       const e = toKubeAwareError(err);
@@ -171,7 +168,7 @@ export class Executor {
   ): Promise<{ remote_namespace: string; remote_name: string; already_existed: boolean }> {
     const ref = req.pod;
     if (!ref?.uid || !ref.name || !ref.namespace)
-      throw invalid('pod: namespace, name and uid are required', 'pod');
+      throw invalid('pod', 'namespace, name and uid are required');
     if (ref.origin_cluster !== origin)
       throw new SpillwayError(
         ErrorCode.PERMISSION_DENIED,
@@ -355,7 +352,7 @@ export class Executor {
 
   async deletePod(origin: string, req: DeletePodRequest__Output): Promise<{ not_found: boolean }> {
     const uid = req.pod?.uid;
-    if (!uid) throw invalid('pod.uid is required', 'pod.uid');
+    if (!uid) throw invalid('pod.uid', 'is required');
     const ns = this.tenantFor(origin);
     const pod = await this.findOrigin(ns, origin, req.pod);
     if (!pod) {
@@ -472,7 +469,7 @@ export class Executor {
   ): Promise<void> {
     const ns = this.tenantFor(origin);
     const uid = req.pod?.uid;
-    if (!uid) throw invalid('pod.uid is required', 'pod.uid');
+    if (!uid) throw invalid('pod.uid', 'is required');
     const pod = await this.findOrigin(ns, origin, req.pod);
     if (!pod)
       throw new SpillwayError(

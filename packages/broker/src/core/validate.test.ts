@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { SpillwayError } from '@spillway/common';
+import type { NodeInventory } from '../model.js';
 import type { PlacementRequest } from './api.js';
 import {
+  validateCapacityUpdate,
   validateClusterPatch,
   validateJoinTokenInput,
   validatePeeringInput,
@@ -121,5 +123,38 @@ describe('join tokens and peerings', () => {
     expect(fieldOf(() => validatePeeringInput({ origin: 'a', donor: 'b', maxGpus: 2.5 }))).toBe(
       'maxGpus',
     );
+  });
+});
+
+describe('validateCapacityUpdate', () => {
+  const node = (name: string, free: number): NodeInventory => ({
+    name,
+    gpus: { 'nvidia.com/gpu': { allocatable: 8, free } },
+    gpuProduct: 'NVIDIA-L4',
+    gpuMemoryMiB: 24576,
+    labels: {},
+    taints: [],
+    ready: true,
+    cordoned: false,
+    cpuAllocatableMillis: 0,
+    cpuFreeMillis: 0,
+    memoryAllocatableBytes: 0,
+    memoryFreeBytes: 0,
+    offloadedPodUids: [],
+  });
+  const report = { full: true, nodes: [node('a', 1)], removedNodes: [], sequence: 1 };
+
+  it('accepts a well-formed report', () => {
+    expect(() => validateCapacityUpdate(report)).not.toThrow();
+  });
+
+  it.each([
+    ['a node named twice', { nodes: [node('a', 1), node('a', 2)] }, 'nodes[1].name'],
+    ['a negative sequence', { sequence: -1 }, 'sequence'],
+    ['a fractional sequence', { sequence: 1.5 }, 'sequence'],
+    ['more free than allocatable', { nodes: [node('a', 9)] }, 'nodes[0].gpus[nvidia.com/gpu].free'],
+    ['an unnamed node', { nodes: [node('', 1)] }, 'nodes[0].name'],
+  ])('refuses %s, naming the field', (_what, patch, field) => {
+    expect(fieldOf(() => validateCapacityUpdate({ ...report, ...patch }))).toBe(field);
   });
 });

@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError, validateClusterId } from '@spillway/common';
+import { invalid, validateClusterId } from '@spillway/common';
 import type {
   CapacityFilter,
   ClusterPatch,
@@ -16,16 +16,15 @@ import type {
   PlacementPolicy,
   PodSecurityLevel,
 } from '../model.js';
-import { MAX_GPUS_PER_POD } from '../placement/constraints.js';
+import { LABEL_OPERATORS, MAX_GPUS_PER_POD } from '../placement/constraints.js';
 
 /**
  * Input checks the core applies before it touches the store, whichever layer called it:
  * a bad field is refused with INVALID_ARGUMENT naming it, and nothing changes.
  */
 
-export function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
-}
+// Defined once in @spillway/common; re-exported for the core's existing imports.
+export { invalid } from '@spillway/common';
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -65,14 +64,7 @@ function noUnknownKeys(o: Record<string, unknown>, allowed: readonly string[], b
 const ROLES: readonly ClusterRole[] = ['origin', 'donor', 'both'];
 const POLICIES: readonly PlacementPolicy[] = ['binpack', 'spread', 'cost'];
 const POD_SECURITY: readonly PodSecurityLevel[] = ['restricted', 'baseline'];
-const OPERATORS: readonly LabelRequirement['operator'][] = [
-  'In',
-  'NotIn',
-  'Exists',
-  'DoesNotExist',
-  'Gt',
-  'Lt',
-];
+const OPERATORS: readonly string[] = LABEL_OPERATORS;
 export const MAX_JOIN_TOKEN_TTL_MS = 24 * 3_600_000;
 /** No donor lends more GPUs than this; bigger limits are typos. */
 const MAX_LIMIT = 1_000_000;
@@ -281,7 +273,11 @@ export function validatePeeringInput(input: PeeringInput): Required<PeeringInput
   return { origin, donor, maxGpus, gpuProducts };
 }
 
-/** Amounts the store's own checks do not look at but the engine's arithmetic relies on. */
+/**
+ * The one check of a capacity report, run by the core before it reaches the store and by
+ * each store before it applies one: the shape, the amounts the engine's arithmetic relies
+ * on, a sequence, and no node named twice. Throws INVALID_ARGUMENT naming the first bad field.
+ */
 export function validateCapacityUpdate(update: CapacityUpdate): void {
   if (!isObject(update)) throw invalid('capacity', 'must be an object');
   if (typeof update.full !== 'boolean') throw invalid('full', 'must be true or false');
@@ -319,6 +315,14 @@ export function validateCapacityUpdate(update: CapacityUpdate): void {
       throw invalid(`${f}.offloadedPodUids`, 'must be a list');
     if (!Array.isArray(n.taints)) throw invalid(`${f}.taints`, 'must be a list');
     if (!isObject(n.labels)) throw invalid(`${f}.labels`, 'must be an object');
+  });
+  if (!Number.isInteger(update.sequence) || update.sequence < 0) {
+    throw invalid('sequence', `must be a non-negative integer, got ${String(update.sequence)}`);
+  }
+  const seen = new Set<string>();
+  update.nodes.forEach((n, i) => {
+    if (seen.has(n.name)) throw invalid(`nodes[${i}].name`, `node ${n.name} appears twice`);
+    seen.add(n.name);
   });
 }
 

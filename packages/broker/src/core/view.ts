@@ -7,8 +7,8 @@ import type {
   PeeringRecord,
   ReservationRecord,
 } from '../model.js';
-import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
 import { LIVE_STATES, isLive } from '../store/internal.js';
+import type { Store, ViewFeed, ViewNotice } from '../store/store.js';
 import type { DonorSnapshot } from '../placement/engine.js';
 import { FreeIndex, summarizeDonor, type DonorSummary, type FastDonor } from '../placement/fast.js';
 
@@ -179,7 +179,7 @@ export class StoreView {
           this.store.listPeerings(),
           this.store.listInventories(),
           this.store.listConnections(),
-          this.store.listReservations({ states: [...LIVE_STATES] }),
+          this.store.listReservations({ states: LIVE_STATES }),
         ]);
         const queued = this.replay;
         this.replay = undefined;
@@ -540,7 +540,7 @@ export class StoreView {
           this.store.getCluster(id),
           this.store.getInventory(id),
           reservations
-            ? this.store.listReservations({ donor: id, states: [...LIVE_STATES] })
+            ? this.store.listReservations({ donor: id, states: LIVE_STATES })
             : undefined,
         ]);
         const e = this.entry(id);

@@ -1,4 +1,5 @@
-import { ErrorCode, SpillwayError, validateClusterId } from '@spillway/common';
+import { invalid, validateClusterId } from '@spillway/common';
+import { LABEL_OPERATORS } from '../placement/constraints.js';
 import type {
   CandidateVerdict as ProtoCandidateVerdict,
   CapacityReport__Output,
@@ -53,10 +54,6 @@ export const LIMITS = {
   podsPerSync: 10_000,
 } as const;
 
-export function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
-}
-
 /** A bounded string; `required` refuses the empty string. */
 export function str(
   value: unknown,
@@ -103,14 +100,7 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const RESOURCE_NAME =
   /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const TAINT_EFFECTS = new Set(['NoSchedule', 'PreferNoSchedule', 'NoExecute']);
-const LABEL_OPERATORS = new Set<LabelRequirement['operator']>([
-  'In',
-  'NotIn',
-  'Exists',
-  'DoesNotExist',
-  'Gt',
-  'Lt',
-]);
+const OPERATORS: ReadonlySet<string> = new Set(LABEL_OPERATORS);
 
 export function dnsName(value: unknown, field: string): string {
   const s = str(value, field, { required: true, max: 253 });
@@ -256,7 +246,7 @@ function requirementFromProto(r: LabelRequirement__Output, field: string): Label
   const operator = str(r.operator, `${field}.operator`, {
     required: true,
   }) as LabelRequirement['operator'];
-  if (!LABEL_OPERATORS.has(operator))
+  if (!OPERATORS.has(operator))
     throw invalid(`${field}.operator`, `${JSON.stringify(operator)} is not a label operator`);
   const values = list(r.values, `${field}.values`, LIMITS.values).map((v, i) =>
     str(v, `${field}.values[${i}]`, { max: 63 }),

@@ -11,7 +11,7 @@ import {
 } from '@spillway/api';
 import { SpillwayError, createCertificateAuthority } from '@spillway/common';
 import { RedisRouter } from './router.js';
-import { StreamProbe } from './stream-probe.js';
+import { StreamProbe } from '../../test-support/grpc/stream-probe.js';
 import {
   SERVER_NAME,
   joinAs,
@@ -20,7 +20,7 @@ import {
   rawClients,
   startBroker,
   type BrokerUnderTest,
-} from './test-harness.js';
+} from '../../test-support/grpc/harness.js';
 
 /**
  * Two broker replicas, each with its own gRPC server, sharing one Redis (store and

@@ -9,7 +9,7 @@ import {
   type ClusterMessage,
   type JoinedIdentity,
 } from '@spillway/api';
-import { StreamProbe } from './stream-probe.js';
+import { StreamProbe } from '../../test-support/grpc/stream-probe.js';
 import {
   SERVER_NAME,
   joinAs,
@@ -17,7 +17,7 @@ import {
   serverOnlyTls,
   startBroker,
   type BrokerUnderTest,
-} from './test-harness.js';
+} from '../../test-support/grpc/harness.js';
 
 /**
  * Hostile input to the broker's gRPC port: random and mutated protobuf bytes, and random

@@ -28,8 +28,8 @@ import {
   servingPair,
   startBroker,
   type BrokerUnderTest,
-} from './test-harness.js';
-import { StreamProbe } from './stream-probe.js';
+} from '../../test-support/grpc/harness.js';
+import { StreamProbe } from '../../test-support/grpc/stream-probe.js';
 
 /**
  * The broker's gRPC layer against the real Core on a real SQLite store, over real mTLS on

@@ -1,29 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
-import { CHANNEL_OPTIONS, MAX_MESSAGE_BYTES, loadSpillwayV1 } from '@spillway/api';
-import type {
-  BrokerMessage,
-  ClusterMessage,
-  ClusterMessage__Output,
-  CommandResult__Output,
-  CreatePodRequest__Output,
-  CreatePodResponse,
-  DeletePodRequest__Output,
-  DeletePodResponse,
-  JoinRequest__Output,
-  JoinResponse,
-  ListPodsRequest__Output,
-  ListPodsResponse,
-  LogChunk,
-  LogChunk__Output,
-  LogsRequest__Output,
-  PlaceRequest__Output,
-  PlaceResponse,
-  ReleaseRequest__Output,
-  ReleaseResponse,
-  RenewRequest__Output,
-  RenewResponse,
-} from '@spillway/api';
-import { ErrorCode, SpillwayError, isSpillwayError, type Logger } from '@spillway/common';
+import { CHANNEL_OPTIONS, loadSpillwayV1 } from '@spillway/api';
+import type { BrokerMessage, ClusterMessage__Output } from '@spillway/api';
+import { ErrorCode, SpillwayError, invalid, isSpillwayError, type Logger } from '@spillway/common';
 import type { BrokerCore } from '../core/api.js';
 import type { Component } from '../model.js';
 import {
@@ -40,23 +18,15 @@ import {
   componentFromProto,
   dnsName,
   int,
-  invalid,
   peeringStateToProto,
-  placeRequestFromProto,
-  placementResultToProto,
   podRefFromProto,
   resourceName,
   str,
 } from './convert.js';
-import {
-  commandResultError,
-  isMalformed,
-  logFailure,
-  malformedError,
-  safeService,
-  toServiceError,
-} from './errors.js';
+import { isMalformed, logFailure, malformedError, safeService, toServiceError } from './errors.js';
+import { createCommandRelay } from './relay.js';
 import type { Router } from './router.js';
+import { createServiceHandlers } from './services.js';
 
 export interface GrpcServerOptions {
   core: BrokerCore;
@@ -87,31 +57,11 @@ export interface GrpcServer {
   sessions(): { clusterId: string; component: Component; connectedAt: string }[];
 }
 
-const JOIN_TOKEN_MAX = 512;
 const STATUS_JSON_MAX = 1024 * 1024;
 const EVENT_MESSAGE_MAX = 4096;
 
-interface Pending {
-  donor: string;
-  onResult(r: CommandResult__Output): void;
-  onChunk?(c: LogChunk__Output): void;
-  onGone(): void;
-}
-
-type Op =
-  | { create_pod: CreatePodRequest__Output }
-  | { delete_pod: DeletePodRequest__Output }
-  | { list_pods: ListPodsRequest__Output }
-  | { logs: LogsRequest__Output };
-
 function keyOf(clusterId: string, component: Component): string {
   return `${clusterId}/${component}`;
-}
-
-function notConnected(donor: string): SpillwayError {
-  return new SpillwayError(ErrorCode.UNAVAILABLE, `donor ${donor} is not connected`, {
-    details: { donor },
-  });
 }
 
 export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
@@ -124,7 +74,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
   });
   const maxQueued = opts.maxQueuedMessages ?? 1_000;
   const sessions = new Map<string, Session>();
-  const pending = new Map<string, Pending>();
+  const commands = createCommandRelay(router, opts.commandTimeoutMs, logger);
   const proto = loadSpillwayV1();
   let server: grpc.Server | undefined;
   let stopping = false;
@@ -562,296 +512,6 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
     })();
   }
 
-  // ---- relayed commands ----------------------------------------------------------------
-
-  function onReply(fromCluster: string, msg: ClusterMessage__Output | ClusterMessage): void {
-    const id = msg.command_result?.request_id ?? msg.log_chunk?.request_id ?? '';
-    const p = pending.get(id);
-    if (!p) {
-      logger.debug({ requestId: id, cluster: fromCluster }, 'reply for no waiting command');
-      return;
-    }
-    if (p.donor !== fromCluster) {
-      logger.warn(
-        { requestId: id, cluster: fromCluster, donor: p.donor },
-        'reply from a cluster the command was not sent to',
-      );
-      return;
-    }
-    if (msg.command_result) p.onResult(msg.command_result as CommandResult__Output);
-    else if (msg.log_chunk) p.onChunk?.(msg.log_chunk as LogChunk__Output);
-  }
-
-  /**
-   * Sends `op` to the donor's agent and waits for its CommandResult. For logs, `stream`
-   * receives the chunks; its `onChunk` returns true on the last one, which settles too.
-   */
-  function relay(
-    origin: string,
-    donor: string,
-    op: Op,
-    stream?: { requestId: string; onChunk(c: LogChunk__Output): boolean; signal: AbortSignal },
-  ): Promise<CommandResult__Output> {
-    const requestId = stream?.requestId ?? router.newRequestId();
-    return new Promise<CommandResult__Output>((resolve, reject) => {
-      let settled = false;
-      const settle = (fn: () => void): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        pending.delete(requestId);
-        stream?.signal.removeEventListener('abort', onAbort);
-        fn();
-      };
-      const timer = setTimeout(() => {
-        settle(() =>
-          reject(
-            new SpillwayError(
-              ErrorCode.TIMEOUT,
-              `donor ${donor} did not answer within ${opts.commandTimeoutMs} ms`,
-            ),
-          ),
-        );
-      }, opts.commandTimeoutMs);
-      const onAbort = (): void =>
-        settle(() => reject(new SpillwayError(ErrorCode.CANCELLED, 'cancelled by the caller')));
-      const entry: Pending = {
-        donor,
-        onResult: (r) => settle(() => resolve(r)),
-        onGone: () => settle(() => reject(notConnected(donor))),
-      };
-      if (stream) {
-        stream.signal.addEventListener('abort', onAbort, { once: true });
-        entry.onChunk = (c) => {
-          // The donor answered: a followed log may now stay idle for as long as it likes.
-          clearTimeout(timer);
-          if (stream.onChunk(c))
-            settle(() => resolve({ request_id: requestId, code: 0, message: '', reason: '' }));
-        };
-      }
-      pending.set(requestId, entry);
-      router
-        .send(donor, 'agent', { command: { request_id: requestId, origin_cluster: origin, ...op } })
-        .then(
-          (ok) => {
-            if (!ok) entry.onGone();
-          },
-          (err: unknown) =>
-            settle(() =>
-              reject(
-                new SpillwayError(ErrorCode.UNAVAILABLE, `cannot reach donor ${donor}`, {
-                  cause: err,
-                }),
-              ),
-            ),
-        );
-    });
-  }
-
-  function okOrThrow(r: CommandResult__Output, donor: string): CommandResult__Output {
-    if (r.code !== 0) throw commandResultError(r.code, r.message, r.reason, donor);
-    return r;
-  }
-
-  /**
-   * Caller must be the pod's origin, and peered with the donor. A draining peering allows
-   * everything but creating pods, so the pods it still runs can be watched and deleted.
-   */
-  async function authorizePod(
-    caller: string,
-    donorField: unknown,
-    podField: unknown,
-    allowDraining = true,
-  ): Promise<{ donor: string; pod: ReturnType<typeof podRefFromProto> | undefined }> {
-    const donor = clusterIdField(donorField, 'donor_cluster');
-    const pod =
-      podField === undefined
-        ? undefined
-        : podRefFromProto(podField as Parameters<typeof podRefFromProto>[0]);
-    if (pod && pod.originCluster !== caller) {
-      throw new SpillwayError(
-        ErrorCode.PERMISSION_DENIED,
-        `pod.origin_cluster: ${pod.originCluster} is not the caller (${caller}); a cluster may only act for its own pods`,
-        { field: 'pod.origin_cluster' },
-      );
-    }
-    await core.assertPeered(caller, donor, { allowDraining });
-    return { donor, pod };
-  }
-
-  // ---- handlers ---------------------------------------------------------------------------
-
-  type Peered = PeerIdentity | undefined;
-
-  function unary<Req, Res>(
-    name: string,
-    needsCert: boolean,
-    fn: (req: Req, peer: Peered) => Promise<Res>,
-  ): grpc.handleUnaryCall<Req, Res> {
-    return (call, callback) => {
-      void (async () => {
-        try {
-          if (isMalformed(call.request)) throw malformedError(call.request, name);
-          const peer = needsCert ? await auth(call) : undefined;
-          callback(null, await fn(call.request, peer));
-        } catch (err) {
-          logFailure(logger, err, `${name} failed`);
-          callback(toServiceError(err));
-        }
-      })();
-    };
-  }
-
-  const clusterHandlers = {
-    Join: unary<JoinRequest__Output, JoinResponse>('JoinRequest', false, async (req) => {
-      const token = str(req.token, 'token', { required: true, max: JOIN_TOKEN_MAX });
-      const csr = str(req.csr_pem, 'csr_pem', { required: true, max: 16 * 1024 });
-      const r = await core.join(token, csr);
-      return {
-        cluster_id: r.clusterId,
-        certificate_pem: r.certificatePem,
-        ca_pem: r.caPem,
-        not_after: r.notAfter,
-      };
-    }),
-    Renew: unary<RenewRequest__Output, RenewResponse>('RenewRequest', true, async (req, peer) => {
-      const csr = str(req.csr_pem, 'csr_pem', { required: true, max: 16 * 1024 });
-      const r = await core.renew(peer!.clusterId, csr);
-      return { certificate_pem: r.certificatePem, ca_pem: r.caPem, not_after: r.notAfter };
-    }),
-    Connect: connect,
-  };
-
-  const podHandlers = {
-    CreatePod: unary<CreatePodRequest__Output, CreatePodResponse>(
-      'CreatePodRequest',
-      true,
-      async (req, peer) => {
-        const caller = peer!.clusterId;
-        const { donor, pod } = await authorizePod(
-          caller,
-          req.donor_cluster,
-          req.pod ?? null,
-          false,
-        );
-        const reservationId = str(req.reservation_id, 'reservation_id', { max: 128 });
-        if (req.node_name) dnsName(req.node_name, 'node_name');
-        const podJson = str(req.pod_json, 'pod_json', { required: true, max: MAX_MESSAGE_BYTES });
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(podJson);
-        } catch {
-          throw invalid('pod_json', 'is not JSON');
-        }
-        if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-          throw invalid('pod_json', 'must be a JSON object (v1.Pod)');
-        }
-        for (const field of ['config_maps_json', 'secrets_json'] as const) {
-          const items = req[field] ?? [];
-          if (items.length > 256) throw invalid(field, 'at most 256 entries');
-          items.forEach((s, i) =>
-            str(s, `${field}[${i}]`, { required: true, max: MAX_MESSAGE_BYTES }),
-          );
-        }
-        // The GPUs must still be held for it: an expired reservation's may be promised again.
-        if (reservationId !== '' && pod)
-          await core.assertReservationLive(caller, donor, pod.uid, reservationId);
-        const r = okOrThrow(await relay(caller, donor, { create_pod: req }), donor);
-        return r.create_pod ?? {};
-      },
-    ),
-    DeletePod: unary<DeletePodRequest__Output, DeletePodResponse>(
-      'DeletePodRequest',
-      true,
-      async (req, peer) => {
-        const caller = peer!.clusterId;
-        const { donor } = await authorizePod(caller, req.donor_cluster, req.pod ?? null);
-        int(req.grace_period_seconds, 'grace_period_seconds', { min: -1, max: 31_536_000 });
-        const r = okOrThrow(await relay(caller, donor, { delete_pod: req }), donor);
-        return r.delete_pod ?? {};
-      },
-    ),
-    ListPods: unary<ListPodsRequest__Output, ListPodsResponse>(
-      'ListPodsRequest',
-      true,
-      async (req, peer) => {
-        const caller = peer!.clusterId;
-        const { donor } = await authorizePod(caller, req.donor_cluster, undefined);
-        const r = okOrThrow(await relay(caller, donor, { list_pods: req }), donor);
-        // The donor lists this origin's pods only; never pass on anything else it sends.
-        return { pods: (r.list_pods?.pods ?? []).filter((p) => p.pod?.origin_cluster === caller) };
-      },
-    ),
-    StreamLogs: streamLogs,
-  };
-
-  function streamLogs(call: grpc.ServerWritableStream<LogsRequest__Output, LogChunk>): void {
-    const abort = new AbortController();
-    call.on('cancelled', () => abort.abort());
-    void (async () => {
-      try {
-        if (isMalformed(call.request)) throw malformedError(call.request, 'LogsRequest');
-        const peer = await auth(call);
-        const req = call.request;
-        const { donor } = await authorizePod(peer.clusterId, req.donor_cluster, req.pod ?? null);
-        str(req.container, 'container', { max: 253 });
-        int(req.tail_lines, 'tail_lines');
-        int(req.since_seconds, 'since_seconds');
-        const requestId = router.newRequestId();
-        let failure: string | undefined;
-        const r = await relay(
-          peer.clusterId,
-          donor,
-          { logs: { ...req, request_id: requestId } },
-          {
-            requestId,
-            signal: abort.signal,
-            onChunk: (c) => {
-              if (c.data && c.data.length > 0) call.write({ data: c.data });
-              if (c.eof && c.error) failure = c.error;
-              return c.eof;
-            },
-          },
-        );
-        // A CommandResult ends the logs too: an error from the donor, or a plain end.
-        okOrThrow(r, donor);
-        if (failure !== undefined)
-          throw new SpillwayError(ErrorCode.UNAVAILABLE, `donor ${donor}: ${failure}`);
-        call.end();
-      } catch (err) {
-        if (abort.signal.aborted) return;
-        logFailure(logger, err, 'StreamLogs failed');
-        call.emit('error', toServiceError(err));
-      }
-    })();
-  }
-
-  const placementHandlers = {
-    Place: unary<PlaceRequest__Output, PlaceResponse>('PlaceRequest', true, async (req, peer) => {
-      const caller = peer!.clusterId;
-      const request = placeRequestFromProto(req);
-      if (request.pod.originCluster !== caller) {
-        throw new SpillwayError(
-          ErrorCode.PERMISSION_DENIED,
-          `pod.origin_cluster: ${request.pod.originCluster} is not the caller (${caller})`,
-          { field: 'pod.origin_cluster' },
-        );
-      }
-      return placementResultToProto(await core.place(caller, request));
-    }),
-    Release: unary<ReleaseRequest__Output, ReleaseResponse>(
-      'ReleaseRequest',
-      true,
-      async (req, peer) => {
-        const id = str(req.reservation_id, 'reservation_id', { required: true, max: 128 });
-        const reason = str(req.reason, 'reason', { max: 1024 });
-        return {
-          released: await core.release(peer!.clusterId, id, reason || 'released by origin'),
-        };
-      },
-    ),
-  };
-
   // ---- routing and core events -------------------------------------------------------------
 
   /** Pushes under way: stop() lets them finish before the router stops. */
@@ -892,7 +552,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       await router.start({
         deliverLocal: (clusterId, component, msg) =>
           sessions.get(keyOf(clusterId, component))?.write(msg) ?? false,
-        onReply,
+        onReply: commands.onReply,
         onEvict: (clusterId, component, sinceMs) => {
           const s = sessions.get(keyOf(clusterId, component));
           if (s && s.sinceMs < sinceMs) {
@@ -909,15 +569,19 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
         },
         onGone: (clusterId, component) => {
           if (component !== 'agent') return;
-          for (const p of [...pending.values()]) if (p.donor === clusterId) p.onGone();
+          commands.donorGone(clusterId);
         },
       });
       core.events.on('peeringsChanged', onPeeringsChanged);
       core.events.on('clusterRevoked', onClusterRevoked);
       const s = new grpc.Server({ ...CHANNEL_OPTIONS });
-      s.addService(safeService(proto.ClusterService.service), clusterHandlers);
-      s.addService(safeService(proto.PodService.service), podHandlers);
-      s.addService(safeService(proto.PlacementService.service), placementHandlers);
+      const handlers = createServiceHandlers({ core, router, logger, auth, commands });
+      s.addService(safeService(proto.ClusterService.service), {
+        ...handlers.cluster,
+        Connect: connect,
+      });
+      s.addService(safeService(proto.PodService.service), handlers.pod);
+      s.addService(safeService(proto.PlacementService.service), handlers.placement);
       server = s;
       try {
         return await new Promise<number>((resolve, reject) => {
@@ -950,7 +614,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       core.events.off('peeringsChanged', onPeeringsChanged);
       core.events.off('clusterRevoked', onClusterRevoked);
       await endAll(new SpillwayError(ErrorCode.UNAVAILABLE, 'broker is shutting down'));
-      for (const p of [...pending.values()]) p.onGone();
+      commands.allGone();
       // An acknowledged change still reaches streams held elsewhere while this replica goes.
       await Promise.allSettled([...pushes]);
       await new Promise<void>((resolve) => {

@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError, bytesOf, cpuMillisOf, parseQuantity } from '@spillway/common';
+import { bytesOf, cpuMillisOf, invalid, parseQuantity } from '@spillway/common';
 import type { LabelRequirement, PlacementRequest, Toleration } from '../core/api.js';
 import type { PlacementPolicy } from '../model.js';
 
@@ -72,10 +72,6 @@ export const MAX_GPUS_PER_POD = 64;
 
 export function isGpuResource(name: string, resources: readonly string[]): boolean {
   return resources.some((r) => (r.endsWith('*') ? name.startsWith(r.slice(0, -1)) : name === r));
-}
-
-function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
 }
 
 /** One resource's amount per container, and the field it came from for error messages. */
@@ -207,14 +203,16 @@ export function gpuRequestOf(
   return gpus === 0 ? undefined : { resource: found.resource, gpus };
 }
 
-const OPERATORS = new Set<LabelRequirement['operator']>([
+/** The node selector operators Kubernetes defines: the one list every layer checks against. */
+export const LABEL_OPERATORS = [
   'In',
   'NotIn',
   'Exists',
   'DoesNotExist',
   'Gt',
   'Lt',
-]);
+] as const satisfies readonly LabelRequirement['operator'][];
+const OPERATORS: ReadonlySet<string> = new Set(LABEL_OPERATORS);
 
 /** Checks one requirement's shape the way the API server does, naming `field` when wrong. */
 export function validateRequirement(
@@ -227,7 +225,7 @@ export function validateRequirement(
   if (!OPERATORS.has(op)) {
     throw invalid(
       `${field}.operator`,
-      `${JSON.stringify(r.operator)} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt`,
+      `${JSON.stringify(r.operator)} is not one of ${LABEL_OPERATORS.join(', ')}`,
     );
   }
   const values = r.values ?? [];

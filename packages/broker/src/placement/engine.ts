@@ -17,6 +17,7 @@ import type {
   ReservationRecord,
   Taint,
 } from '../model.js';
+import { isLive, unreportedClaims, type NodeClaim } from '../store/internal.js';
 
 /**
  * The placement engine: pure functions over a snapshot of the store. It filters donors and
@@ -191,25 +192,21 @@ export function tolerates(taint: Taint, tolerations: readonly Toleration[]): boo
   );
 }
 
-/** GPUs of `resource` still free on the node: the report minus open reservations it does not reflect yet. */
+/**
+ * GPUs of `resource` free on the node for placement: its report minus the open reservations
+ * the report does not show yet, never below 0. Whether the node is lent at all (ready,
+ * uncordoned, selected) is nodeLendable's question; the store's own rule at reserve() time
+ * is reservableGpus.
+ */
 export function effectiveFree(
   node: NodeInventory,
   resource: string,
-  reservations: readonly ReservationRecord[],
+  reservations: readonly NodeClaim[],
 ): number {
-  const reported = node.gpus[resource]?.free ?? 0;
-  let reserved = 0;
-  for (const r of reservations) {
-    if (
-      r.state === 'open' &&
-      r.node === node.name &&
-      r.resource === resource &&
-      !node.offloadedPodUids.includes(r.pod.uid)
-    ) {
-      reserved += r.gpus;
-    }
-  }
-  return Math.max(0, reported - reserved);
+  return Math.max(
+    0,
+    (node.gpus[resource]?.free ?? 0) - unreportedClaims(node, resource, reservations),
+  );
 }
 
 /**
@@ -282,7 +279,7 @@ export interface DonorUsage {
 export function usageOf(reservations: readonly ReservationRecord[]): DonorUsage {
   const usage: DonorUsage = { total: 0, byOrigin: {} };
   for (const r of reservations) {
-    if (r.state !== 'open' && r.state !== 'bound') continue;
+    if (!isLive(r.state)) continue;
     usage.total += r.gpus;
     usage.byOrigin[r.origin] = (usage.byOrigin[r.origin] ?? 0) + r.gpus;
   }
@@ -617,7 +614,7 @@ export function lendingOf(
   const inUse: Record<string, number> = {};
   const products = new Set<string>();
   for (const r of d.reservations) {
-    if (r.origin === origin && (r.state === 'open' || r.state === 'bound')) {
+    if (r.origin === origin && isLive(r.state)) {
       inUse[r.resource] = (inUse[r.resource] ?? 0) + r.gpus;
     }
   }

@@ -1,4 +1,5 @@
 import { CLUSTER_ID_PATTERN } from '@spillway/common';
+import { LABEL_OPERATORS } from '../placement/constraints.js';
 
 /**
  * JSON schemas of the REST API. They validate requests (unknown fields are refused, not
@@ -162,7 +163,7 @@ const labelRequirement = {
   type: 'object',
   properties: {
     key: qualifiedName,
-    operator: { type: 'string', enum: ['In', 'NotIn', 'Exists', 'DoesNotExist', 'Gt', 'Lt'] },
+    operator: { type: 'string', enum: LABEL_OPERATORS },
     values: { type: 'array', items: labelValue, maxItems: 64 },
   },
   required: ['key', 'operator'],

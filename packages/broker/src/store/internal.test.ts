@@ -2,11 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { SpillwayError } from '@spillway/common';
 import type { ClusterInventory, NodeInventory, ReserveRequest } from '../model.js';
 import {
-  effectiveFree,
   mergeCapacity,
   quotaViolation,
+  reservableGpus,
   reportedFree,
-  validateCapacityUpdate,
   validateReserveRequest,
 } from './internal.js';
 
@@ -45,7 +44,7 @@ const request: ReserveRequest = {
   donorMaxGpusPerOrigin: 0,
 };
 
-describe('effectiveFree', () => {
+describe('reservableGpus', () => {
   it.each([
     ['absent node', undefined, 0],
     ['not ready', node('n', 4, { ready: false }), 0],
@@ -57,13 +56,15 @@ describe('effectiveFree', () => {
 
   it('subtracts open claims of the same resource not yet in offloadedPodUids', () => {
     const n = node('n', 5, { offloadedPodUids: ['seen'] });
+    const claim = (resource: string, gpus: number, uid: string) =>
+      ({ state: 'open', node: 'n', resource, gpus, pod: { uid } }) as const;
     const open = [
-      { resource: GPU, gpus: 2, podUid: 'new' },
-      { resource: GPU, gpus: 1, podUid: 'seen' },
-      { resource: 'nvidia.com/mig-1g.10gb', gpus: 3, podUid: 'other' },
+      claim(GPU, 2, 'new'),
+      claim(GPU, 1, 'seen'),
+      claim('nvidia.com/mig-1g.10gb', 3, 'other'),
     ];
-    expect(effectiveFree(n, GPU, open)).toBe(3);
-    expect(effectiveFree(n, 'amd.com/gpu', open)).toBe(0);
+    expect(reservableGpus(n, GPU, open)).toBe(3);
+    expect(reservableGpus(n, 'amd.com/gpu', open)).toBe(0);
   });
 });
 
@@ -139,16 +140,5 @@ describe('validation', () => {
     }
     expect(err).toBeInstanceOf(SpillwayError);
     expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', field });
-  });
-
-  it('rejects a capacity report naming a node twice', () => {
-    expect(() =>
-      validateCapacityUpdate({
-        full: true,
-        nodes: [node('a', 1), node('a', 2)],
-        removedNodes: [],
-        sequence: 1,
-      }),
-    ).toThrow(/nodes\[1\]\.name/);
   });
 });

@@ -1,4 +1,4 @@
-import { ErrorCode, SpillwayError } from '@spillway/common';
+import { ErrorCode, SpillwayError, invalid } from '@spillway/common';
 import type {
   CapacityUpdate,
   ClusterInventory,
@@ -18,10 +18,6 @@ export const FINISHED_STATES: readonly ReservationState[] = ['released', 'expire
 
 export function isLive(state: ReservationState): boolean {
   return state === 'open' || state === 'bound';
-}
-
-function invalid(field: string, message: string): SpillwayError {
-  return new SpillwayError(ErrorCode.INVALID_ARGUMENT, `${field}: ${message}`, { field });
 }
 
 function requireText(value: unknown, field: string): void {
@@ -54,48 +50,54 @@ export function validateReserveRequest(req: ReserveRequest): void {
   requireLimit(req.donorMaxGpusPerOrigin, 'donorMaxGpusPerOrigin');
 }
 
-/** Throws INVALID_ARGUMENT for a capacity report that could corrupt the inventory. */
-export function validateCapacityUpdate(update: CapacityUpdate): void {
-  if (!Number.isInteger(update.sequence) || update.sequence < 0) {
-    throw invalid('sequence', `must be a non-negative integer, got ${String(update.sequence)}`);
-  }
-  const seen = new Set<string>();
-  update.nodes.forEach((n, i) => {
-    requireText(n.name, `nodes[${i}].name`);
-    if (seen.has(n.name)) throw invalid(`nodes[${i}].name`, `node ${n.name} appears twice`);
-    seen.add(n.name);
-  });
-}
-
 /** The node's reported free GPUs of `resource`; 0 when absent, not ready or cordoned. */
 export function reportedFree(node: NodeInventory | undefined, resource: string): number {
   if (!node || !node.ready || node.cordoned) return 0;
   return node.gpus[resource]?.free ?? 0;
 }
 
-export interface OpenClaim {
-  resource: string;
-  gpus: number;
-  podUid: string;
+/** What of a reservation counts against a node's reported free GPUs. */
+export type NodeClaim = Pick<ReservationRecord, 'state' | 'node' | 'resource' | 'gpus'> & {
+  pod: { uid: string };
+};
+
+/**
+ * GPUs of `resource` that open reservations on this node hold but its report does not show
+ * yet: a pod uid in offloadedPodUids is already counted in the report's `free`.
+ */
+export function unreportedClaims(
+  node: NodeInventory,
+  resource: string,
+  claims: readonly NodeClaim[],
+): number {
+  let claimed = 0;
+  for (const c of claims) {
+    if (
+      c.state === 'open' &&
+      c.node === node.name &&
+      c.resource === resource &&
+      !node.offloadedPodUids.includes(c.pod.uid)
+    ) {
+      claimed += c.gpus;
+    }
+  }
+  return claimed;
 }
 
 /**
- * Reported free minus the open reservations of this node that its report does not show yet
- * (a pod uid in offloadedPodUids is already counted in `free`).
+ * What reserve() may still promise on the node: 0 unless it is ready and uncordoned, else
+ * its reported free minus unreportedClaims. Not clamped: negative when open reservations
+ * exceed the report. The Redis store's Lua (RESERVABLE_GPUS_LUA) is the same arithmetic; a
+ * property test holds the two together.
  */
-export function effectiveFree(
+export function reservableGpus(
   node: NodeInventory | undefined,
   resource: string,
-  open: readonly OpenClaim[],
+  claims: readonly NodeClaim[],
 ): number {
   const free = reportedFree(node, resource);
   if (free === 0 || !node) return 0;
-  const counted = new Set(node.offloadedPodUids);
-  let claimed = 0;
-  for (const c of open) {
-    if (c.resource === resource && !counted.has(c.podUid)) claimed += c.gpus;
-  }
-  return free - claimed;
+  return free - unreportedClaims(node, resource, claims);
 }
 
 export function noFitReason(req: ReserveRequest, free: number): string {

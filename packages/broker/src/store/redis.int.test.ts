@@ -10,7 +10,7 @@ import {
   describeStoreContract,
   expectNoOvercommit,
   seedContendedDonor,
-} from './contract.js';
+} from '../../test-support/store/contract.js';
 import { RedisStore } from './redis.js';
 import type { Store } from './store.js';
 

@@ -11,9 +11,9 @@ import {
   describeStoreContract,
   expectNoOvercommit,
   seedContendedDonor,
-} from './contract.js';
+} from '../../test-support/store/contract.js';
 import type { ReserveRequest, ReserveResult } from '../model.js';
-import type { ContenderJob, ContenderReport } from './sqlite-contender.js';
+import type { ContenderJob, ContenderReport } from '../../test-support/store/sqlite-contender.js';
 import { SQLITE_SCHEMA_VERSION, openSqliteStore, type SqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
 
@@ -107,7 +107,9 @@ describe('SqliteStore file', () => {
  * all have opened the file, and returns what each one's reserve() calls answered.
  */
 async function contend(path: string, shares: ReserveRequest[][]): Promise<ContenderReport[]> {
-  const script = fileURLToPath(new URL('./sqlite-contender.ts', import.meta.url));
+  const script = fileURLToPath(
+    new URL('../../test-support/store/sqlite-contender.ts', import.meta.url),
+  );
   const armed: Promise<void>[] = [];
   const done: Promise<ContenderReport>[] = [];
   const children = shares.map((requests) => {

@@ -1,7 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { timingSafeEqual } from 'node:crypto';
-import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import {
   ErrorCode,
   SpillwayError,
@@ -28,17 +27,33 @@ import type {
 } from '../model.js';
 import type { Store } from './store.js';
 import {
-  effectiveFree,
   mergeCapacity,
-  newReservation,
-  noFitReason,
   notFound,
-  quotaViolation,
   storeUnavailable,
   tokenInvalid,
-  validateCapacityUpdate,
   validateReserveRequest,
 } from './internal.js';
+import { validateCapacityUpdate } from '../core/validate.js';
+import {
+  RESERVATION_COLUMNS,
+  mapSqliteError,
+  num,
+  orNull,
+  sameSecret,
+  text,
+  toApiToken,
+  toCluster,
+  toConnection,
+  toPeering,
+  toReservation,
+  toRevoked,
+  toToken,
+  type Row,
+} from './sqlite-codec.js';
+import { bindReported, reserveInTx } from './sqlite-reserve.js';
+import { FINISHED_SQL, LIVE_SQL, MIGRATIONS, SQLITE_SCHEMA_VERSION } from './sqlite-schema.js';
+
+export { SQLITE_SCHEMA_VERSION } from './sqlite-schema.js';
 
 export interface SqliteStoreOptions {
   /** The database file; its directory is created if missing. */
@@ -48,64 +63,6 @@ export interface SqliteStoreOptions {
   logger?: Logger;
 }
 
-type Row = Record<string, SQLInputValue>;
-
-/**
- * Each entry migrates the schema from version i to i+1. Append only: a released
- * migration never changes, so every broker's file converges on the same schema.
- */
-const MIGRATIONS: readonly string[] = [
-  `
-  CREATE TABLE join_tokens (
-    id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, cluster_id TEXT NOT NULL, role TEXT NOT NULL,
-    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, used_at TEXT
-  ) STRICT;
-  CREATE TABLE clusters (
-    id TEXT PRIMARY KEY, role TEXT NOT NULL, created_at TEXT NOT NULL, cert_serial TEXT,
-    cert_not_after TEXT, policy TEXT NOT NULL, revoked_at TEXT
-  ) STRICT;
-  CREATE TABLE revoked (
-    serial TEXT PRIMARY KEY, revoked_at TEXT NOT NULL, reason TEXT NOT NULL, subject TEXT
-  ) STRICT;
-  CREATE TABLE peerings (
-    origin TEXT NOT NULL, donor TEXT NOT NULL, max_gpus INTEGER NOT NULL,
-    gpu_products TEXT NOT NULL, created_at TEXT NOT NULL, deleting_since TEXT,
-    PRIMARY KEY (origin, donor)
-  ) STRICT;
-  CREATE INDEX peerings_donor ON peerings (donor);
-  CREATE TABLE inventories (
-    cluster_id TEXT PRIMARY KEY, updated_at TEXT NOT NULL, sequence INTEGER NOT NULL
-  ) STRICT;
-  CREATE TABLE inventory_nodes (
-    cluster_id TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (cluster_id, name)
-  ) STRICT;
-  CREATE TABLE connections (
-    cluster_id TEXT NOT NULL, component TEXT NOT NULL, broker_id TEXT NOT NULL,
-    connected_at TEXT NOT NULL, last_seen_at TEXT NOT NULL, PRIMARY KEY (cluster_id, component)
-  ) STRICT;
-  CREATE TABLE reservations (
-    id TEXT PRIMARY KEY, origin TEXT NOT NULL, donor TEXT NOT NULL, node TEXT NOT NULL,
-    resource TEXT NOT NULL, gpus INTEGER NOT NULL, pod_uid TEXT NOT NULL, pod TEXT NOT NULL,
-    state TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL, bound_at TEXT,
-    ended_at TEXT, reason TEXT, remote_phase TEXT, remote_namespace TEXT, remote_name TEXT
-  ) STRICT;
-  -- At most one live reservation per pod: the last line of defence behind reserve()'s check.
-  CREATE UNIQUE INDEX reservations_live_pod ON reservations (pod_uid)
-    WHERE state IN ('open', 'bound');
-  CREATE INDEX reservations_donor_state ON reservations (donor, state);
-  CREATE INDEX reservations_open_expiry ON reservations (expires_at) WHERE state = 'open';
-  CREATE INDEX reservations_finished ON reservations (ended_at)
-    WHERE state IN ('released', 'expired', 'ended');
-  CREATE TABLE api_tokens (
-    id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL, role TEXT NOT NULL,
-    description TEXT NOT NULL, created_at TEXT NOT NULL
-  ) STRICT;
-  `,
-];
-
-export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;
-
 /** Opens (creating or migrating) the broker's database file. */
 export function openSqliteStore(opts: SqliteStoreOptions): Promise<SqliteStore> {
   try {
@@ -114,116 +71,6 @@ export function openSqliteStore(opts: SqliteStoreOptions): Promise<SqliteStore> 
     return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
 }
-
-/** Columns read as text are TEXT in a STRICT table: anything else is a corrupt row. */
-function text(v: SQLInputValue | undefined): string {
-  if (typeof v === 'string') return v;
-  if (typeof v === 'number' || typeof v === 'bigint') return String(v);
-  throw new SpillwayError(
-    ErrorCode.INTERNAL,
-    `sqlite store: expected a text column, got ${typeof v}`,
-  );
-}
-const num = (v: SQLInputValue | undefined): number => Number(v);
-/** Spreads `{ [key]: value }` only when the column is set (exactOptionalPropertyTypes). */
-function opt<K extends string>(key: K, v: SQLInputValue | undefined): { [P in K]?: string } {
-  return v === null || v === undefined ? {} : ({ [key]: text(v) } as { [P in K]?: string });
-}
-const orNull = (v: string | undefined): string | null => v ?? null;
-
-function toToken(r: Row): JoinTokenRecord {
-  return {
-    id: text(r.id),
-    secretHash: text(r.secret_hash),
-    clusterId: text(r.cluster_id),
-    role: text(r.role) as JoinTokenRecord['role'],
-    createdAt: text(r.created_at),
-    expiresAt: text(r.expires_at),
-    ...opt('usedAt', r.used_at),
-  };
-}
-
-function toCluster(r: Row): ClusterRecord {
-  return {
-    id: text(r.id),
-    role: text(r.role) as ClusterRecord['role'],
-    createdAt: text(r.created_at),
-    ...opt('certSerial', r.cert_serial),
-    ...opt('certNotAfter', r.cert_not_after),
-    policy: JSON.parse(text(r.policy)) as ClusterRecord['policy'],
-    ...opt('revokedAt', r.revoked_at),
-  };
-}
-
-function toRevoked(r: Row): RevokedEntry {
-  return {
-    serial: text(r.serial),
-    revokedAt: text(r.revoked_at),
-    reason: text(r.reason),
-    ...opt('subject', r.subject),
-  };
-}
-
-function toPeering(r: Row): PeeringRecord {
-  return {
-    origin: text(r.origin),
-    donor: text(r.donor),
-    maxGpus: num(r.max_gpus),
-    gpuProducts: JSON.parse(text(r.gpu_products)) as string[],
-    createdAt: text(r.created_at),
-    ...opt('deletingSince', r.deleting_since),
-  };
-}
-
-function toConnection(r: Row): ConnectionRecord {
-  return {
-    clusterId: text(r.cluster_id),
-    component: text(r.component) as Component,
-    brokerId: text(r.broker_id),
-    connectedAt: text(r.connected_at),
-    lastSeenAt: text(r.last_seen_at),
-  };
-}
-
-function toReservation(r: Row): ReservationRecord {
-  return {
-    id: text(r.id),
-    origin: text(r.origin),
-    donor: text(r.donor),
-    node: text(r.node),
-    resource: text(r.resource),
-    gpus: num(r.gpus),
-    pod: JSON.parse(text(r.pod)) as ReservationRecord['pod'],
-    state: text(r.state) as ReservationState,
-    createdAt: text(r.created_at),
-    expiresAt: text(r.expires_at),
-    ...opt('boundAt', r.bound_at),
-    ...opt('endedAt', r.ended_at),
-    ...opt('reason', r.reason),
-    ...opt('remotePhase', r.remote_phase),
-    ...opt('remoteNamespace', r.remote_namespace),
-    ...opt('remoteName', r.remote_name),
-  };
-}
-
-function toApiToken(r: Row): ApiTokenRecord {
-  return {
-    id: text(r.id),
-    secretHash: text(r.secret_hash),
-    role: text(r.role) as ApiTokenRecord['role'],
-    description: text(r.description),
-    createdAt: text(r.created_at),
-  };
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
-const RESERVATION_COLUMNS =
-  'id, origin, donor, node, resource, gpus, pod_uid, pod, state, created_at, expires_at, bound_at, ended_at, reason, remote_phase, remote_namespace, remote_name';
 
 /**
  * The embedded store: one SQLite file in WAL mode. Every multi-step change runs in one
@@ -537,45 +384,7 @@ export class SqliteStore implements Store {
         );
         for (const n of update.nodes) upsert.run(clusterId, n.name, JSON.stringify(n));
 
-        const offloaded = new Set(next.nodes.flatMap((n) => n.offloadedPodUids));
-        const open = this.q(
-          `SELECT ${RESERVATION_COLUMNS} FROM reservations WHERE donor = ? AND state = 'open'`,
-        )
-          .all(clusterId)
-          .map(toReservation)
-          .filter((r) => offloaded.has(r.pod.uid));
-        const boundAt = now.toISOString();
-        const bind = this.q(`UPDATE reservations SET state = 'bound', bound_at = ? WHERE id = ?`);
-        for (const r of open) bind.run(boundAt, r.id);
-        // A pod the donor runs whose reservation lapsed meanwhile (its report could not reach
-        // us in time) holds its GPUs all the same: that reservation is bound again.
-        const live = new Set(
-          this.q(`SELECT pod_uid FROM reservations WHERE donor = ? AND state IN ('open', 'bound')`)
-            .all(clusterId)
-            .map((r) => text(r.pod_uid)),
-        );
-        const lapsed = new Map<string, ReservationRecord>();
-        if ([...offloaded].some((uid) => !live.has(uid))) {
-          for (const row of this.q(
-            `SELECT ${RESERVATION_COLUMNS} FROM reservations
-             WHERE donor = ? AND state = 'expired' ORDER BY created_at, id`,
-          ).all(clusterId)) {
-            const r = toReservation(row);
-            if (offloaded.has(r.pod.uid) && !live.has(r.pod.uid)) lapsed.set(r.pod.uid, r);
-          }
-        }
-        const rebind = this.q(
-          `UPDATE reservations SET state = 'bound', bound_at = ?, ended_at = NULL, reason = NULL
-           WHERE id = ?`,
-        );
-        const rebound = [...lapsed.values()].map((r) => {
-          rebind.run(boundAt, r.id);
-          const out: ReservationRecord = { ...r, state: 'bound', boundAt };
-          delete out.endedAt;
-          delete out.reason;
-          return out;
-        });
-        return [...open.map((r) => ({ ...r, state: 'bound' as const, boundAt })), ...rebound];
+        return bindReported(this.q.bind(this), clusterId, next, now);
       });
     });
   }
@@ -648,64 +457,7 @@ export class SqliteStore implements Store {
     return this.run(() => {
       validateReserveRequest(req);
       return this.tx((): ReserveResult => {
-        if (this.q('SELECT 1 FROM reservations WHERE id = ?').get(req.id)) {
-          return {
-            ok: false,
-            code: 'ALREADY_EXISTS',
-            reason: `reservation ${req.id} already exists`,
-          };
-        }
-        const live = this.q(
-          `SELECT id FROM reservations WHERE pod_uid = ? AND state IN ('open', 'bound')`,
-        ).get(req.pod.uid);
-        if (live) {
-          return {
-            ok: false,
-            code: 'ALREADY_EXISTS',
-            reason: `pod ${req.pod.namespace}/${req.pod.name} (uid ${req.pod.uid}) already has live reservation ${text(live.id)}`,
-          };
-        }
-        const nodeRow = this.q(
-          'SELECT data FROM inventory_nodes WHERE cluster_id = ? AND name = ?',
-        ).get(req.donor, req.node);
-        const node = nodeRow ? (JSON.parse(text(nodeRow.data)) as NodeInventory) : undefined;
-        const open = this.q(
-          `SELECT resource, gpus, pod_uid FROM reservations
-           WHERE donor = ? AND node = ? AND state = 'open'`,
-        )
-          .all(req.donor, req.node)
-          .map((r) => ({ resource: text(r.resource), gpus: num(r.gpus), podUid: text(r.pod_uid) }));
-        const free = effectiveFree(node, req.resource, open);
-        if (free < req.gpus) return { ok: false, code: 'NO_FIT', reason: noFitReason(req, free) };
-
-        const used = this.q(
-          `SELECT COALESCE(SUM(gpus), 0) AS total,
-                  COALESCE(SUM(CASE WHEN origin = ? THEN gpus ELSE 0 END), 0) AS origin
-           FROM reservations WHERE donor = ? AND state IN ('open', 'bound')`,
-        ).get(req.origin, req.donor);
-        const violation = quotaViolation(req, {
-          total: num(used?.total ?? 0),
-          origin: num(used?.origin ?? 0),
-        });
-        if (violation) return { ok: false, code: 'QUOTA_EXCEEDED', reason: violation };
-
-        const r = newReservation(req, now);
-        this.q(
-          `INSERT INTO reservations (id, origin, donor, node, resource, gpus, pod_uid, pod, state,
-             created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)`,
-        ).run(
-          r.id,
-          r.origin,
-          r.donor,
-          r.node,
-          r.resource,
-          r.gpus,
-          r.pod.uid,
-          JSON.stringify(r.pod),
-          r.createdAt,
-          r.expiresAt,
-        );
-        return { ok: true, reservation: r };
+        return reserveInTx(this.q.bind(this), req, now);
       });
     });
   }
@@ -735,7 +487,7 @@ export class SqliteStore implements Store {
         this.finish(
           this.q(
             `SELECT ${RESERVATION_COLUMNS} FROM reservations
-             WHERE id = ? AND state IN ('open', 'bound')`,
+             WHERE id = ? AND ${LIVE_SQL}`,
           ).get(id),
           'released',
           reason,
@@ -751,7 +503,7 @@ export class SqliteStore implements Store {
         this.finish(
           this.q(
             `SELECT ${RESERVATION_COLUMNS} FROM reservations
-             WHERE pod_uid = ? AND state IN ('open', 'bound')`,
+             WHERE pod_uid = ? AND ${LIVE_SQL}`,
           ).get(podUid),
           'ended',
           reason,
@@ -785,7 +537,7 @@ export class SqliteStore implements Store {
     return this.run(() => {
       const row = this.q(
         `SELECT ${RESERVATION_COLUMNS} FROM reservations
-         WHERE pod_uid = ? AND state IN ('open', 'bound')`,
+         WHERE pod_uid = ? AND ${LIVE_SQL}`,
       ).get(podUid);
       return row ? toReservation(row) : undefined;
     });
@@ -825,7 +577,7 @@ export class SqliteStore implements Store {
       const res = this.q(
         `UPDATE reservations SET remote_phase = COALESCE(?, remote_phase),
            remote_namespace = COALESCE(?, remote_namespace), remote_name = COALESCE(?, remote_name)
-         WHERE pod_uid = ? AND state IN ('open', 'bound')`,
+         WHERE pod_uid = ? AND ${LIVE_SQL}`,
       ).run(
         orNull(status.remotePhase),
         orNull(status.remoteNamespace),
@@ -842,7 +594,7 @@ export class SqliteStore implements Store {
       let total = 0;
       for (const r of this.q(
         `SELECT origin, SUM(gpus) AS gpus FROM reservations
-         WHERE donor = ? AND state IN ('open', 'bound') GROUP BY origin ORDER BY origin`,
+         WHERE donor = ? AND ${LIVE_SQL} GROUP BY origin ORDER BY origin`,
       ).all(donor)) {
         byOrigin[text(r.origin)] = num(r.gpus);
         total += num(r.gpus);
@@ -857,7 +609,7 @@ export class SqliteStore implements Store {
       Number(
         this.q(
           `DELETE FROM reservations
-           WHERE state IN ('released', 'expired', 'ended') AND ended_at < ?`,
+           WHERE ${FINISHED_SQL} AND ended_at < ?`,
         ).run(olderThan.toISOString()).changes,
       ),
     );
@@ -892,21 +644,4 @@ export class SqliteStore implements Store {
   deleteApiToken(id: string): Promise<boolean> {
     return this.run(() => this.q('DELETE FROM api_tokens WHERE id = ?').run(id).changes > 0);
   }
-}
-
-/** Lock contention past busy_timeout and I/O failures are transient: STORE_UNAVAILABLE. */
-function mapSqliteError(err: unknown): SpillwayError {
-  if (err instanceof SpillwayError) return err;
-  const e = err as { code?: string; errcode?: number; message?: string };
-  const primary = typeof e.errcode === 'number' ? e.errcode & 0xff : undefined;
-  // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
-  if (
-    (primary !== undefined && [5, 6, 10, 13, 14].includes(primary)) ||
-    /database is not open|database is locked/i.test(e.message ?? '')
-  ) {
-    return storeUnavailable('sqlite', err);
-  }
-  return new SpillwayError(ErrorCode.INTERNAL, `sqlite store: ${e.message ?? String(err)}`, {
-    cause: err,
-  });
 }

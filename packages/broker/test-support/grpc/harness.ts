@@ -10,11 +10,11 @@ import {
   type CertificateAuthority,
   type Logger,
 } from '@spillway/common';
-import { createBrokerCore, type Core } from '../core/broker-core.js';
-import type { ClusterRole } from '../model.js';
-import { createStore, type Store } from '../store/index.js';
-import { LocalRouter, type Router } from './router.js';
-import { createGrpcServer, type GrpcServer } from './server.js';
+import { createBrokerCore, type Core } from '../../src/core/broker-core.js';
+import type { ClusterRole } from '../../src/model.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { LocalRouter, type Router } from '../../src/grpc/router.js';
+import { createGrpcServer, type GrpcServer } from '../../src/grpc/server.js';
 
 /**
  * Real broker parts for the gRPC integration tests: a CA, a serving certificate, the Core

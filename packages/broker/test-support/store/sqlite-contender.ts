@@ -4,7 +4,7 @@
  * Plain Node runs it from source: a resolve hook maps the `.js` import suffix to `.ts`.
  */
 import { registerHooks } from 'node:module';
-import type { ReserveRequest, ReserveResult } from '../model.js';
+import type { ReserveRequest, ReserveResult } from '../../src/model.js';
 
 export interface ContenderJob {
   path: string;
@@ -30,7 +30,7 @@ registerHooks({
   },
 });
 
-const { openSqliteStore } = await import('./sqlite.js');
+const { openSqliteStore } = await import('../../src/store/sqlite.js');
 
 // Protocol: parent sends the job; we open the store and answer 'armed'; the parent sends
 // 'go' to every contender at once, so their reserve() calls overlap in time.
