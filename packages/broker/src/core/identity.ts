@@ -17,6 +17,7 @@ import type {
   JoinResult,
   JoinTokenInput,
 } from './api.js';
+import { tokenInvalid } from '../store/internal.js';
 import type { CoreDeps } from './deps.js';
 import { activeCluster, withPeers } from './lookup.js';
 import { invalid, validateJoinTokenInput } from './validate.js';
@@ -29,15 +30,6 @@ function hashMatches(secret: string, storedHex: string): boolean {
   const got = sha256(secret);
   const want = Buffer.from(storedHex, 'hex');
   return want.length === got.length && timingSafeEqual(got, want);
-}
-
-function tokenInvalid(): SpillwayError {
-  // One message for every way a token can be wrong, so nothing can be probed.
-  return new SpillwayError(
-    ErrorCode.TOKEN_INVALID,
-    'token: the join token is invalid, expired or already used; ask the broker admin for a new one',
-    { field: 'token' },
-  );
 }
 
 /** Join tokens, cluster certificates and the revocation list. */
