@@ -277,6 +277,8 @@ export class ChaosBed {
         '--kubelet-bind-address=127.0.0.1',
         '--kubelet-port=0',
         '--grace-period=2s',
+        // The origin has no GPU nodes; the scenarios inject faults while pods are in their grace.
+        '--skip-grace-when-no-origin-fit=false',
         `--donor-lost-timeout=${DONOR_LOST_TIMEOUT_MS}ms`,
         '--place-retry-max=4s',
         '--resync-interval=30s',

@@ -63,6 +63,12 @@ export const VIRTUAL_NODE_CONFIG_SCHEMA = {
     description:
       'how long a pod stays Unschedulable before it is offloaded, so local capacity wins',
   },
+  skipGraceWhenNoOriginFit: {
+    type: 'bool',
+    default: true,
+    description:
+      'offload at once, without the grace period, pods no origin node could ever run (GPU resource, count or product it lacks); turn off if an autoscaler may add such nodes',
+  },
   gpuResources: {
     type: 'list',
     default: [...DEFAULT_GPU_RESOURCES],

@@ -60,10 +60,12 @@ function setup(opts: {
   place?: PlaceResponse__Output;
   bind?: () => Promise<unknown>;
   fresh?: V1Pod;
+  /** The origin's own nodes, beside the virtual node. */
+  originNodes?: V1Node[];
 }) {
   const reads = [...opts.reads];
-  const informer = (get: () => unknown) => ({
-    informer: { get, list: () => [], on: () => undefined },
+  const informer = (get: () => unknown, list: () => unknown[] = () => []) => ({
+    informer: { get, list, on: () => undefined },
   });
   const donors = new DonorRegistry(40_000);
   donors.setBrokerConnected(true);
@@ -102,11 +104,14 @@ function setup(opts: {
     donors,
     events,
     pods: informer(() => (reads.length > 1 ? reads.shift() : reads[0])),
-    nodes: informer(() => node),
+    nodes: informer(
+      () => node,
+      () => [node, ...(opts.originNodes ?? [])],
+    ),
     namespaces: undefined,
     logger: silentLogger(),
   } as unknown as ShimContext;
-  return { binder: new OverflowBinder(ctx), broker, core, events };
+  return { binder: new OverflowBinder(ctx), broker, core, events, ctx };
 }
 
 const conflict = (): Promise<never> =>
@@ -154,13 +159,37 @@ describe('OverflowBinder', () => {
     expect(broker.release).toHaveBeenCalledWith(expect.objectContaining({ reservation_id: 'r-1' }));
   });
 
-  it('waits out the grace period before asking the broker', async () => {
-    const young = pendingPod();
-    young.status!.conditions![0]!.lastTransitionTime = new Date();
-    const { binder, broker } = setup({ reads: [young] });
+  const gpuNode: V1Node = {
+    metadata: { name: 'gpu-node-7', labels: { 'nvidia.com/gpu.product': 'NVIDIA-A100' } },
+    spec: { unschedulable: true },
+    status: { capacity: { 'nvidia.com/gpu': '8' } },
+  };
+  const young = (): V1Pod => {
+    const p = pendingPod();
+    p.status!.conditions![0]!.lastTransitionTime = new Date();
+    return p;
+  };
+
+  it('waits out the grace period before asking the broker when an origin node could run the pod', async () => {
+    const { binder, broker } = setup({ reads: [young()], originNodes: [gpuNode] });
     await binder.reconcile('ml/train');
     expect(broker.place).not.toHaveBeenCalled();
     expect(binder.queue.pendingDelayed).toBe(1);
+    await binder.stop();
+  });
+
+  it('offloads at once a pod no origin node could ever run', async () => {
+    const { binder, broker, core } = setup({ reads: [young(), young()] });
+    await binder.reconcile('ml/train');
+    expect(broker.place).toHaveBeenCalledTimes(1);
+    expect(core.createNamespacedPodBinding).toHaveBeenCalledTimes(1);
+  });
+
+  it('waits its grace anyway when the fast path is turned off', async () => {
+    const { binder, broker, ctx } = setup({ reads: [young()] });
+    ctx.config.skipGraceWhenNoOriginFit = false;
+    await binder.reconcile('ml/train');
+    expect(broker.place).not.toHaveBeenCalled();
     await binder.stop();
   });
 

@@ -12,6 +12,7 @@ import {
 } from '@spillway/common';
 import type { DonorChange } from '../donors.js';
 import { REASON_CANNOT_OFFLOAD, REASON_NOT_OFFLOADED } from '../events.js';
+import { originFit } from '../forge/origin-fit.js';
 import { bindingFor, offloadCandidacy, placeRequestFor } from '../forge/placement.js';
 import {
   donorOfNode,
@@ -126,8 +127,15 @@ export class OverflowBinder {
     }
     const waited = Date.now() - c.unschedulableSince;
     if (waited < ctx.config.gracePeriod) {
-      this.queue.addAfter(key, ctx.config.gracePeriod - waited);
-      return;
+      // Waiting only helps when some origin node could run the pod once room is made.
+      const fit = ctx.config.skipGraceWhenNoOriginFit
+        ? originFit(pod, ctx.nodes.informer.list(), ctx.config.gpuResources)
+        : { never: false as const };
+      if (!fit.never) {
+        this.queue.addAfter(key, ctx.config.gracePeriod - waited);
+        return;
+      }
+      this.log.debug({ pod: key, reason: fit.reason }, 'no origin node could run it: no grace');
     }
     if (!ctx.donors.connected || !ctx.donors.hasState) {
       // The stream's (re)connect re-queues waiting pods through the registry.
