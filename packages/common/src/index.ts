@@ -14,3 +14,4 @@ export * from './gpu.js';
 export * from './labels.js';
 export * from './podrefs.js';
 export * from './kube.js';
+export * from './pod-policy.js';

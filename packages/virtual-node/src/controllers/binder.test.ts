@@ -185,6 +185,31 @@ describe('OverflowBinder', () => {
     expect(core.createNamespacedPodBinding).toHaveBeenCalledTimes(1);
   });
 
+  it('keeps home a pod with a PVC, with one Warning, and never asks the broker', async () => {
+    const notebook = (): V1Pod => {
+      const p = pendingPod();
+      p.spec!.volumes = [{ name: 'home', persistentVolumeClaim: { claimName: 'claim-ada' } }];
+      return p;
+    };
+    const { binder, broker, core, events } = setup({ reads: [notebook()] });
+    await binder.reconcile('ml/train');
+    await binder.reconcile('ml/train');
+    expect(broker.place).not.toHaveBeenCalled();
+    expect(core.createNamespacedPodBinding).not.toHaveBeenCalled();
+    expect(events.record).toHaveBeenCalledTimes(1);
+    expect(events.record).toHaveBeenCalledWith(
+      expect.anything(),
+      expect.objectContaining({
+        type: 'Warning',
+        reason: 'CannotOffload',
+        message: expect.stringMatching(
+          /will not offload this pod: PersistentVolumeClaim volume "home"/,
+        ) as unknown,
+      }),
+    );
+    expect(binder.queue.pendingDelayed).toBe(0);
+  });
+
   it('waits its grace anyway when the fast path is turned off', async () => {
     const { binder, broker, ctx } = setup({ reads: [young()] });
     ctx.config.skipGraceWhenNoOriginFit = false;

@@ -14,6 +14,7 @@ import type { DonorChange } from '../donors.js';
 import { REASON_CANNOT_OFFLOAD, REASON_NOT_OFFLOADED } from '../events.js';
 import { originFit } from '../forge/origin-fit.js';
 import { bindingFor, offloadCandidacy, placeRequestFor } from '../forge/placement.js';
+import { offloadRefusal } from '../forge/refusal.js';
 import {
   donorOfNode,
   isVirtualNode,
@@ -52,6 +53,8 @@ export class OverflowBinder {
   private workers: Promise<void> | undefined;
   /** Pods this binder bound, by uid → when: the cache may show them unbound a moment longer. */
   private readonly bound = new Map<string, number>();
+  /** Pods kept home because no donor would run them, by uid → the reason they were told. */
+  private readonly refused = new Map<string, string>();
 
   constructor(private readonly ctx: ShimContext) {
     this.log = ctx.logger.child({ controller: 'overflow-binder' });
@@ -65,6 +68,7 @@ export class OverflowBinder {
       else {
         this.waiting.delete(podKey(p));
         this.bound.delete(p.metadata?.uid ?? '');
+        this.refused.delete(p.metadata?.uid ?? '');
       }
     };
     ctx.pods.informer.on('add', onPod);
@@ -72,6 +76,7 @@ export class OverflowBinder {
     ctx.pods.informer.on('delete', (p) => {
       this.waiting.delete(podKey(p));
       this.bound.delete(p.metadata?.uid ?? '');
+      this.refused.delete(p.metadata?.uid ?? '');
     });
     const onNamespace = (ns: V1Namespace): void => {
       const name = ns.metadata?.name;
@@ -125,6 +130,22 @@ export class OverflowBinder {
       }
       this.bound.delete(pod.metadata!.uid!);
     }
+    // What the origin can tell a donor would refuse is decided here, before any binding: the
+    // pod stays Pending for local capacity, told once why it is not offloaded.
+    const refusal = offloadRefusal(pod);
+    if (refusal) {
+      this.waiting.delete(key);
+      const uid = pod.metadata?.uid ?? '';
+      if (this.refused.get(uid) === refusal) return;
+      this.refused.set(uid, refusal);
+      await ctx.events.record(pod, {
+        type: 'Warning',
+        reason: REASON_CANNOT_OFFLOAD,
+        message: `Spillway will not offload this pod: ${refusal}; it stays Pending until the origin can run it`,
+      });
+      return;
+    }
+    this.refused.delete(pod.metadata?.uid ?? '');
     const waited = Date.now() - c.unschedulableSince;
     if (waited < ctx.config.gracePeriod) {
       // Waiting only helps when some origin node could run the pod once room is made.
