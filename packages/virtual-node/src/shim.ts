@@ -10,6 +10,7 @@ import {
 } from '@kubernetes/client-node';
 import { BrokerClient, type ClusterMessage, type ClusterStream } from '@spillway/api';
 import {
+  LABEL_DONOR,
   LABEL_OFFLOAD,
   VIRTUAL_NODE_LABEL_TYPE,
   VIRTUAL_NODE_TYPE_VALUE,
@@ -22,6 +23,7 @@ import {
 } from '@spillway/common';
 import type { VirtualNodeConfig } from './config.js';
 import { OverflowBinder } from './controllers/binder.js';
+import { slimOriginNode } from './forge/origin-fit.js';
 import { donorOfNode, type ShimContext } from './controllers/context.js';
 import { NodeController } from './controllers/nodes.js';
 import { PodLifecycle } from './controllers/pods.js';
@@ -122,6 +124,16 @@ export async function startVirtualNode(
       { labelSelector: nodeSelector, transform: stripManagedFields },
     );
     undo.push(() => nodes.stop());
+    // The origin's own nodes, as little of them as the fast path reads (originFit).
+    const originNodeSelector = `!${LABEL_DONOR}`;
+    const originNodes = runInformer<V1Node>(
+      kc,
+      '/api/v1/nodes',
+      () => core.listNode({ labelSelector: originNodeSelector }),
+      informerLog.child({ informer: 'origin-nodes' }),
+      { labelSelector: originNodeSelector, transform: slimOriginNode },
+    );
+    undo.push(() => originNodes.stop());
     let namespaces: ManagedInformer<V1Namespace> | undefined;
     if (config.offloadScope === 'labelled') {
       const nsSelector = `${LABEL_OFFLOAD}=${OFFLOAD_ENABLED}`;
@@ -136,7 +148,7 @@ export async function startVirtualNode(
       undo.push(() => inf.stop());
     }
     // Nothing acts before the caches hold the cluster as it is.
-    await Promise.all([pods.synced, nodes.synced, namespaces?.synced]);
+    await Promise.all([pods.synced, nodes.synced, originNodes.synced, namespaces?.synced]);
 
     const nodeAddress = config.nodeAddress ?? defaultNodeAddress();
     const donors = new DonorRegistry(config.donorLostTimeout);
@@ -182,6 +194,7 @@ export async function startVirtualNode(
       events,
       pods,
       nodes,
+      originNodes,
       namespaces,
       nodeOptions: {
         nodeAddress,

@@ -104,9 +104,10 @@ function setup(opts: {
     donors,
     events,
     pods: informer(() => (reads.length > 1 ? reads.shift() : reads[0])),
-    nodes: informer(
-      () => node,
-      () => [node, ...(opts.originNodes ?? [])],
+    nodes: informer(() => node),
+    originNodes: informer(
+      () => undefined,
+      () => opts.originNodes ?? [],
     ),
     namespaces: undefined,
     logger: silentLogger(),

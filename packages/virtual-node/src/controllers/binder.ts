@@ -150,7 +150,7 @@ export class OverflowBinder {
     if (waited < ctx.config.gracePeriod) {
       // Waiting only helps when some origin node could run the pod once room is made.
       const fit = ctx.config.skipGraceWhenNoOriginFit
-        ? originFit(pod, ctx.nodes.informer.list(), ctx.config.gpuResources)
+        ? originFit(pod, ctx.originNodes.informer.list(), ctx.config.gpuResources)
         : { never: false as const };
       if (!fit.never) {
         this.queue.addAfter(key, ctx.config.gracePeriod - waited);

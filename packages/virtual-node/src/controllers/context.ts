@@ -34,6 +34,8 @@ export interface ShimContext {
   events: EventRecorder;
   pods: ManagedInformer<V1Pod>;
   nodes: ManagedInformer<V1Node>;
+  /** The origin's own nodes (not virtual), slimmed to labels and GPU capacity. */
+  originNodes: ManagedInformer<V1Node>;
   /** Namespaces opted in to offloading; undefined when the scope is every namespace. */
   namespaces: ManagedInformer<V1Namespace> | undefined;
   nodeOptions: VirtualNodeOptions;

@@ -98,3 +98,21 @@ export function originFit(
   }
   return { never: false };
 }
+
+/** What the shim caches of an origin node: what originFit reads, nothing else. */
+export function slimOriginNode(node: V1Node): V1Node {
+  return {
+    ...(node.apiVersion ? { apiVersion: node.apiVersion } : {}),
+    ...(node.kind ? { kind: node.kind } : {}),
+    metadata: {
+      ...(node.metadata?.name ? { name: node.metadata.name } : {}),
+      ...(node.metadata?.uid ? { uid: node.metadata.uid } : {}),
+      ...(node.metadata?.resourceVersion ? { resourceVersion: node.metadata.resourceVersion } : {}),
+      ...(node.metadata?.labels ? { labels: node.metadata.labels } : {}),
+    },
+    status: {
+      ...(node.status?.capacity ? { capacity: node.status.capacity } : {}),
+      ...(node.status?.allocatable ? { allocatable: node.status.allocatable } : {}),
+    },
+  };
+}
