@@ -302,9 +302,13 @@ describe('transparent offloading', () => {
   });
 
   it("fails a pod its donor refuses, and a Job whose remote pod fails, with the donor's reasons", async () => {
+    // A capability beyond the donor's policy: only the donor knows its policy, so the origin
+    // offloads it (what every donor refuses, like hostNetwork, never leaves the origin).
+    const refusedSpec = gpuPodSpec(1);
+    refusedSpec.containers[0]!.securityContext = { capabilities: { add: ['NET_ADMIN'] } };
     await bed.origin.core.createNamespacedPod({
       namespace: WORK_NAMESPACE,
-      body: { metadata: { name: 'refused' }, spec: { ...gpuPodSpec(1), hostNetwork: true } },
+      body: { metadata: { name: 'refused' }, spec: refusedSpec },
     });
     const job: V1Job = {
       apiVersion: 'batch/v1',
@@ -327,7 +331,7 @@ describe('transparent offloading', () => {
       return p.status?.phase === 'Failed' ? p : undefined;
     });
     expect(refused.status?.reason).toBe('PodRefused');
-    expect(refused.status?.message).toMatch(/^donor donor-[ab] refused the pod: .*hostNetwork/);
+    expect(refused.status?.message).toMatch(/^donor donor-[ab] refused the pod: .*NET_ADMIN/);
     expect((await eventsOf(bed.origin, refused)).map((e) => e.reason)).toContain('OffloadRefused');
     await waitFor('job crash Failed in the origin', async () => {
       const j = await bed.origin.batch.readNamespacedJob({
