@@ -278,7 +278,7 @@ export class ChaosBed {
         '--kubelet-port=0',
         '--grace-period=2s',
         // The origin has no GPU nodes; the scenarios inject faults while pods are in their grace.
-        '--skip-grace-when-no-origin-fit=false',
+        '--no-skip-grace-when-no-origin-fit',
         `--donor-lost-timeout=${DONOR_LOST_TIMEOUT_MS}ms`,
         '--place-retry-max=4s',
         '--resync-interval=30s',

@@ -35,18 +35,15 @@ describe('npm run demo', () => {
     const r = await runDemo(['--once']);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     const live = r.stdout.slice(r.stdout.indexOf('5. Live'), r.stdout.indexOf('Summary'));
-    // Every pod: Pending in the origin, then placed on donor-b, Running there, Succeeded.
+    // Every pod: placed on donor-b, Running there, Succeeded. The origin has no H100, so the
+    // shim offloads without waiting its grace and a pod may never be seen Pending.
     for (const step of [
-      /Pending in the origin: 0\/\d+ nodes are available/,
       /placed by the broker on donor-b \(bound to virtual node spillway-donor-b\)/,
       /Running on donor-b node b-gpu-0 as spillway-origin\/ml-train-resnet-/,
       /train-resnet-\S+ +Succeeded/,
     ]) {
       expect(live.match(new RegExp(step.source, 'g'))?.length, step.source).toBe(2);
     }
-    expect(live.indexOf('Pending in the origin')).toBeLessThan(
-      live.indexOf('placed by the broker'),
-    );
     const summary = r.stdout.slice(r.stdout.indexOf('Summary'));
     expect(summary).toMatch(/Job ml\/train-resnet: Complete, every pod ran on a donor/);
     expect(
