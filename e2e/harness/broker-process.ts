@@ -1,7 +1,7 @@
 // The one way the e2e suites, the benchmarks and the fault bed launch a Spillway broker as an
 // operator runs it: `node packages/broker/dist/main.js` with flags, its log in a file, its
 // ports read from its "listening" log lines (port 0) or given (a replica restarted in place).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
@@ -76,6 +76,30 @@ export function brokerEnv(o: Pick<BrokerLaunch, 'nodeOptions' | 'env'>): NodeJS.
     NODE_OPTIONS: o.nodeOptions ?? BROKER_NODE_OPTIONS,
     ...o.env,
   };
+}
+
+/**
+ * Builds the broker (and spillctl, which tests run against it) with `tsc -b`, for tests
+ * outside the e2e run, which builds first. Up to date is a no-op.
+ */
+export function buildBroker(): void {
+  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const pkgs = ['broker', 'cli'].map((p) => join(ROOT, 'packages', p));
+  execFileSync(process.execPath, [tsc, '-b', ...pkgs], { stdio: 'inherit' });
+}
+
+/** Runs the broker to its end with these arguments (--help, a bad flag) and no environment. */
+export function runBrokerCommand(
+  args: readonly string[],
+  timeoutMs = 20_000,
+): { status: number | null; stdout: string; stderr: string } {
+  assertBrokerBuilt();
+  const r = spawnSync(process.execPath, [BROKER_MAIN, ...args], {
+    encoding: 'utf8',
+    env: {},
+    timeout: timeoutMs,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 export function assertBrokerBuilt(): void {

@@ -114,7 +114,11 @@ export interface ReservationRecord {
 // ---------------------------------------------------------------------------------------
 // Clusters: GET/PATCH/DELETE /clusters[/{id}], POST /join-tokens
 
-export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Revoked';
+/**
+ * Unknown: right after a restart of a single broker (SQLite), a cluster whose stream this
+ * process does not hold yet, until it reconnects or the heartbeat timeout passes.
+ */
+export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Unknown' | 'Revoked';
 
 export interface ClusterView {
   id: string;

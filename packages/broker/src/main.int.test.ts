@@ -1,25 +1,8 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { buildBroker, runBrokerCommand as run } from '../../../e2e/harness/broker-process.js';
 
-// The built daemon, run the way an operator runs it.
-const PKG = fileURLToPath(new URL('..', import.meta.url));
-const MAIN = join(PKG, 'dist', 'main.js');
-const TSC = fileURLToPath(new URL('../../../node_modules/typescript/bin/tsc', import.meta.url));
-
-beforeAll(() => {
-  execFileSync(process.execPath, [TSC, '-b', PKG], { stdio: 'inherit' });
-}, 120_000);
-
-function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], {
-    encoding: 'utf8',
-    env: {},
-    timeout: 20_000,
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+// The built daemon, run the way an operator runs it, through the launcher the e2e suites share.
+beforeAll(() => buildBroker(), 300_000);
 
 describe('spillway-broker main', () => {
   it('prints every flag with --help', () => {

@@ -1,7 +1,11 @@
 // The parts of the REST API's JSON the page reads (see docs/reference/rest.md). Kept here,
 // not imported: the page is compiled for the browser and ships none of the server's code.
 
-export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Revoked';
+/**
+ * Unknown: right after a restart of a single broker (SQLite), a cluster whose stream this
+ * process does not hold yet, until it reconnects or the heartbeat timeout passes.
+ */
+export type ClusterState = 'Pending' | 'Ready' | 'NotReady' | 'Unknown' | 'Revoked';
 
 export interface ClusterView {
   id: string;

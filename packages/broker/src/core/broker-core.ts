@@ -123,7 +123,8 @@ export class Core implements BrokerCore {
     this.events = bus.events;
     const heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 15_000;
     const soleReplica = opts.soleReplica ?? false;
-    const held = heldBy(opts.brokerId, soleReplica);
+    const clock = opts.clock ?? (() => new Date());
+    const held = heldBy(opts.brokerId, soleReplica, clock().getTime());
     const view = new StoreView({
       store: opts.store,
       logger: log,
@@ -133,7 +134,6 @@ export class Core implements BrokerCore {
       accepts: held,
       onRemoteChange: (change) => this.remoteChange(change),
     });
-    const clock = opts.clock ?? (() => new Date());
     this.deps = {
       brokerId: opts.brokerId,
       store: new ViewedStore(opts.store, view),

@@ -71,7 +71,17 @@ export interface CoreDeps {
   held(c: ConnectionRecord): boolean;
 }
 
-/** The rule behind CoreDeps.held. */
-export function heldBy(brokerId: string, soleReplica: boolean): (c: ConnectionRecord) => boolean {
-  return soleReplica ? (c) => c.brokerId === brokerId : () => true;
+/**
+ * The rule behind CoreDeps.held. A sole replica holds only streams it connected itself
+ * since `startedAtMs`: a record of an earlier process is a leftover, even under the same
+ * --broker-id.
+ */
+export function heldBy(
+  brokerId: string,
+  soleReplica: boolean,
+  startedAtMs = Number.NEGATIVE_INFINITY,
+): (c: ConnectionRecord) => boolean {
+  return soleReplica
+    ? (c) => c.brokerId === brokerId && !(Date.parse(c.connectedAt) < startedAtMs)
+    : () => true;
 }

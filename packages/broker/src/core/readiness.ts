@@ -4,6 +4,10 @@ import type { ClusterState } from './api.js';
 import type { CoreDeps } from './deps.js';
 import { peersOf } from './lookup.js';
 
+/** Why a cluster reads Unknown, as placement refusals and logs say it. */
+export const UNKNOWN_AFTER_RESTART =
+  'Unknown (the broker restarted; waiting for the agent to reconnect)';
+
 /**
  * The one home of cluster readiness: what state a cluster is in (from its agent's
  * connection and whether it ever reported), and the flips this replica has seen, which
@@ -12,10 +16,23 @@ import { peersOf } from './lookup.js';
 export class Readiness {
   /** Last state seen per cluster. */
   private readonly last = new Map<string, ClusterState>();
+  /**
+   * Until then (sole replica only: a heartbeat timeout after this process started), a
+   * cluster that connected before and holds no stream here may still be reconnecting.
+   */
+  private readonly unknownUntil: number;
 
-  constructor(private readonly deps: CoreDeps) {}
+  constructor(private readonly deps: CoreDeps) {
+    this.unknownUntil = deps.settings.soleReplica
+      ? deps.now().getTime() + deps.settings.heartbeatTimeoutMs
+      : Number.NEGATIVE_INFINITY;
+  }
 
-  /** The cluster's readiness now. An agent record no live broker holds counts as none. */
+  /**
+   * The cluster's readiness now. An agent record no live broker holds counts as none; right
+   * after a restart on SQLite, a cluster without a stream here is Unknown, not NotReady (its
+   * agent is likely reconnecting) and not Ready (the dead process's record says nothing).
+   */
   of(
     cluster: ClusterRecord,
     agent: ConnectionRecord | undefined,
@@ -23,13 +40,18 @@ export class Readiness {
     now: Date = this.deps.now(),
   ): Verdict {
     const held = agent && this.deps.held(agent) ? agent : undefined;
-    return clusterReadiness(
+    const verdict = clusterReadiness(
       cluster,
       held,
       now,
       this.deps.settings.heartbeatTimeoutMs,
       hasInventory,
     );
+    const unheard = verdict.state === 'NotReady' || verdict.state === 'Pending';
+    if (held === undefined && unheard && now.getTime() < this.unknownUntil) {
+      return { state: 'Unknown', reason: UNKNOWN_AFTER_RESTART };
+    }
+    return verdict;
   }
 
   stateOf(

@@ -12,7 +12,8 @@ export interface Peering {
   'max_gpus'?: (number);
   'gpu_products'?: (string)[];
   /**
-   * The donor's connection state: Ready, NotReady, Cordoned.
+   * The donor's connection state: Ready, NotReady, Unknown (right after a broker restart,
+   * until the donor reconnects or the heartbeat timeout passes), Pending, Revoked, Cordoned.
    */
   'donor_state'?: (string);
   /**
@@ -44,7 +45,8 @@ export interface Peering__Output {
   'max_gpus': (number);
   'gpu_products': (string)[];
   /**
-   * The donor's connection state: Ready, NotReady, Cordoned.
+   * The donor's connection state: Ready, NotReady, Unknown (right after a broker restart,
+   * until the donor reconnects or the heartbeat timeout passes), Pending, Revoked, Cordoned.
    */
   'donor_state': (string);
   /**
