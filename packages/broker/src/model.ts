@@ -44,6 +44,11 @@ export interface ClusterRecord {
   /** Serial of the cluster's current certificate (lowercase hex). */
   certSerial?: string;
   certNotAfter?: string;
+  /**
+   * Serials of certificates a renewal replaced. They stay valid until the agent connects
+   * with the current one, which confirms the renewal; then they are revoked.
+   */
+  supersededSerials?: string[];
   policy: DonorPolicy;
   /** Set when the cluster was removed: its certificates are revoked. */
   revokedAt?: string;

@@ -168,8 +168,11 @@ export interface BrokerCore {
   removeCluster(id: string): Promise<void>;
   getClusterRecord(id: string): Promise<ClusterRecord | undefined>;
 
-  /** Stream lifecycle, called by the gRPC layer. */
-  connected(clusterId: string, component: Component): Promise<void>;
+  /**
+   * Stream lifecycle, called by the gRPC layer. An agent stream on the cluster's current
+   * certificate (`certSerial`) confirms a renewal: the certificates it replaced are revoked.
+   */
+  connected(clusterId: string, component: Component, certSerial?: string): Promise<void>;
   heartbeat(clusterId: string, component: Component): Promise<void>;
   disconnected(clusterId: string, component: Component): Promise<void>;
   applyCapacity(

@@ -229,8 +229,12 @@ export class Core implements BrokerCore {
   }
 
   // ---- streams
-  connected(clusterId: string, component: Component): Promise<void> {
-    return this.streams.connected(clusterId, component);
+  async connected(clusterId: string, component: Component, certSerial?: string): Promise<void> {
+    await this.streams.connected(clusterId, component);
+    // The agent is what renews: its stream on the new certificate confirms a renewal.
+    if (component === 'agent' && certSerial !== undefined) {
+      await this.identity.confirmRenewal(clusterId, certSerial);
+    }
   }
   heartbeat(clusterId: string, component: Component): Promise<void> {
     return this.streams.heartbeat(clusterId, component);

@@ -137,9 +137,13 @@ export class Clusters {
     const cluster = await knownCluster(store, id, 'id');
     const now = this.deps.now();
     const at = now.toISOString();
-    if (cluster.certSerial !== undefined) {
+    const serials = [
+      ...(cluster.supersededSerials ?? []),
+      ...(cluster.certSerial ? [cluster.certSerial] : []),
+    ];
+    for (const serial of serials) {
       await this.identity.revoke({
-        serial: cluster.certSerial,
+        serial,
         revokedAt: at,
         reason: 'cluster removed',
         subject: `cluster:${id}`,
@@ -162,7 +166,8 @@ export class Clusters {
       if (c.clusterId === id) await store.deleteConnection(id, c.component, c.brokerId);
     }
     // The record stays, marked revoked, so the cluster shows as Revoked rather than vanishing.
-    await store.putCluster({ ...cluster, revokedAt: at });
+    const { supersededSerials: _revoked, ...kept } = cluster;
+    await store.putCluster({ ...kept, revokedAt: at });
     this.readiness.set(id, 'Revoked');
     log.warn({ clusterId: id, serial: cluster.certSerial }, 'cluster removed; certificate revoked');
     bus.emit('clusterRevoked', id);

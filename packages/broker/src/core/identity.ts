@@ -88,11 +88,15 @@ export class Identity {
       policy: existing?.policy ?? { ...DEFAULT_DONOR_POLICY, nodeSelector: {} },
     };
     await store.putCluster(cluster);
-    // A new identity replaces the old one: the certificate the cluster held stops working.
+    // A new identity replaces the old one: the certificates the cluster held stop working.
     const previous = existing?.certSerial;
-    if (previous !== undefined && normalizeSerial(previous) !== cluster.certSerial) {
+    for (const serial of [
+      ...(existing?.supersededSerials ?? []),
+      ...(previous ? [previous] : []),
+    ]) {
+      if (normalizeSerial(serial) === cluster.certSerial) continue;
       await this.revoke({
-        serial: previous,
+        serial,
         revokedAt: now.toISOString(),
         reason: 'cluster joined again',
         subject: `cluster:${cluster.id}`,
@@ -122,10 +126,17 @@ export class Identity {
     const cluster = await activeCluster(store, clusterId, 'clusterId');
     const now = this.deps.now();
     const issued = this.issue(cluster.id, csrPem, now);
+    // The old certificate keeps working until the agent connects with the new one
+    // (confirmRenewal): a renewal whose answer was lost must not lock the cluster out.
+    const superseded = [...(cluster.supersededSerials ?? [])];
+    if (cluster.certSerial !== undefined && !superseded.includes(cluster.certSerial)) {
+      superseded.push(cluster.certSerial);
+    }
     const updated: ClusterRecord = {
       ...cluster,
       certSerial: normalizeSerial(issued.serial),
       certNotAfter: issued.notAfter.toISOString(),
+      supersededSerials: superseded,
     };
     await store.putCluster(updated);
     log.info({ clusterId, serial: updated.certSerial }, 'cluster certificate renewed');
@@ -135,6 +146,35 @@ export class Identity {
       caPem: this.deps.ca.certPem,
       notAfter: updated.certNotAfter!,
     };
+  }
+
+  /**
+   * The cluster's agent connected with `serial`: if that is its current certificate, a
+   * renewal is confirmed and the certificates it replaced are revoked.
+   */
+  async confirmRenewal(clusterId: string, serial: string): Promise<void> {
+    const { store, log } = this.deps;
+    const cluster = await store.getCluster(clusterId);
+    const superseded = cluster?.supersededSerials ?? [];
+    if (!cluster || superseded.length === 0 || cluster.revokedAt !== undefined) return;
+    if (normalizeSerial(serial) !== cluster.certSerial) return;
+    const at = this.deps.now().toISOString();
+    for (const s of superseded) {
+      await this.revoke({
+        serial: s,
+        revokedAt: at,
+        reason: 'superseded by renewal',
+        subject: `cluster:${clusterId}`,
+      });
+    }
+    // Re-read: only the serial list changes, not a policy written meanwhile.
+    const latest = (await store.getCluster(clusterId)) ?? cluster;
+    const { supersededSerials: _done, ...rest } = latest;
+    await store.putCluster(rest);
+    log.info(
+      { clusterId, serial: cluster.certSerial, revokedSerials: superseded },
+      'certificate renewal confirmed; the certificates it replaced are revoked',
+    );
   }
 
   /** The identity comes from the broker, never from the CSR's subject. */

@@ -286,7 +286,7 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
       );
       this.beat = setInterval(() => void this.tick(), opts.heartbeatIntervalMs);
       await router.claim(this.clusterId, component, this.sinceMs);
-      await core.connected(this.clusterId, component);
+      await core.connected(this.clusterId, component, this.peer.serial);
       // Welcome only once the connection is recorded: a client that reconnects elsewhere
       // right after it must not be overtaken by this replica's late write.
       this.write({

@@ -84,6 +84,9 @@ export function toCluster(h: Hash): ClusterRecord {
     createdAt: req(h, 'createdAt'),
     ...opt('certSerial', h.certSerial),
     ...opt('certNotAfter', h.certNotAfter),
+    ...(h.supersededSerials === undefined
+      ? {}
+      : { supersededSerials: JSON.parse(h.supersededSerials) as string[] }),
     policy: JSON.parse(req(h, 'policy')) as ClusterRecord['policy'],
     ...opt('revokedAt', h.revokedAt),
   };

@@ -246,6 +246,8 @@ export class RedisStore implements Store {
               createdAt: c.createdAt,
               certSerial: c.certSerial,
               certNotAfter: c.certNotAfter,
+              supersededSerials:
+                c.supersededSerials === undefined ? undefined : JSON.stringify(c.supersededSerials),
               policy: JSON.stringify(c.policy),
               revokedAt: c.revokedAt,
             }),

@@ -50,6 +50,9 @@ export function toCluster(r: Row): ClusterRecord {
     createdAt: text(r.created_at),
     ...opt('certSerial', r.cert_serial),
     ...opt('certNotAfter', r.cert_not_after),
+    ...(r.superseded_serials === null || r.superseded_serials === undefined
+      ? {}
+      : { supersededSerials: JSON.parse(text(r.superseded_serials)) as string[] }),
     policy: JSON.parse(text(r.policy)) as ClusterRecord['policy'],
     ...opt('revokedAt', r.revoked_at),
   };

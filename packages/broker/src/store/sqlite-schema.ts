@@ -52,6 +52,8 @@ export const MIGRATIONS: readonly string[] = [
     description TEXT NOT NULL, created_at TEXT NOT NULL
   ) STRICT;
   `,
+  // 2: certificates a renewal replaced, revoked once the renewal is confirmed (JSON list).
+  `ALTER TABLE clusters ADD COLUMN superseded_serials TEXT;`,
 ];
 
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;

@@ -12,7 +12,8 @@ import {
   expectNoOvercommit,
   seedContendedDonor,
 } from '../../test-support/store/contract.js';
-import type { ReserveRequest, ReserveResult } from '../model.js';
+import { DEFAULT_DONOR_POLICY, type ReserveRequest, type ReserveResult } from '../model.js';
+import { MIGRATIONS } from './sqlite-schema.js';
 import type { ContenderJob, ContenderReport } from '../../test-support/store/sqlite-contender.js';
 import { SQLITE_SCHEMA_VERSION, openSqliteStore, type SqliteStore } from './sqlite.js';
 import type { Store } from './store.js';
@@ -57,6 +58,38 @@ describe('SqliteStore file', () => {
       { version: SQLITE_SCHEMA_VERSION },
     ]);
     db.close();
+  });
+
+  it('migrates a version 1 database, keeping its clusters', async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const path = join(dir, 'broker.db');
+    // What a broker of schema version 1 left: its tables, its version row, one cluster.
+    const db = new DatabaseSync(path);
+    db.exec(MIGRATIONS[0]!);
+    db.exec('CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT');
+    db.prepare('INSERT INTO schema_version (version) VALUES (1)').run();
+    db.prepare(
+      `INSERT INTO clusters (id, role, created_at, cert_serial, policy) VALUES (?, ?, ?, ?, ?)`,
+    ).run('east', 'donor', '2026-01-01T00:00:00.000Z', '0a', JSON.stringify(DEFAULT_DONOR_POLICY));
+    db.close();
+    const store = await openSqliteStore({ path });
+    try {
+      expect(await store.getCluster('east')).toStrictEqual({
+        id: 'east',
+        role: 'donor',
+        createdAt: '2026-01-01T00:00:00.000Z',
+        certSerial: '0a',
+        policy: DEFAULT_DONOR_POLICY,
+      });
+      await store.putCluster({
+        ...(await store.getCluster('east'))!,
+        supersededSerials: ['09'],
+      });
+      expect((await store.getCluster('east'))?.supersededSerials).toEqual(['09']);
+    } finally {
+      await store.close();
+    }
   });
 
   it('refuses a database written by a newer schema', async () => {

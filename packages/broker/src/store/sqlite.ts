@@ -217,10 +217,12 @@ export class SqliteStore implements Store {
   putCluster(c: ClusterRecord): Promise<void> {
     return this.run(() => {
       this.q(
-        `INSERT INTO clusters (id, role, created_at, cert_serial, cert_not_after, policy, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO clusters (id, role, created_at, cert_serial, cert_not_after,
+           superseded_serials, policy, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET role = excluded.role, created_at = excluded.created_at,
            cert_serial = excluded.cert_serial, cert_not_after = excluded.cert_not_after,
+           superseded_serials = excluded.superseded_serials,
            policy = excluded.policy, revoked_at = excluded.revoked_at`,
       ).run(
         c.id,
@@ -228,6 +230,7 @@ export class SqliteStore implements Store {
         c.createdAt,
         orNull(c.certSerial),
         orNull(c.certNotAfter),
+        c.supersededSerials === undefined ? null : JSON.stringify(c.supersededSerials),
         JSON.stringify(c.policy),
         orNull(c.revokedAt),
       );

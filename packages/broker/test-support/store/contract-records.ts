@@ -105,6 +105,15 @@ export function recordsContract(ctx: ContractContext): void {
       expect(await store.getCluster('gpu-east')).toStrictEqual(withoutSerial);
     });
 
+    it('keeps the serials a renewal replaced, and forgets them when unset', async () => {
+      const renewed = cluster('gpu-east', { certSerial: '0c', supersededSerials: ['0a', '0b'] });
+      await store.putCluster(renewed);
+      expect(await store.getCluster('gpu-east')).toStrictEqual(renewed);
+      const { supersededSerials: _s, ...confirmed } = renewed;
+      await store.putCluster(confirmed);
+      expect(await store.getCluster('gpu-east')).toStrictEqual(confirmed);
+    });
+
     it('deleteCluster removes its inventory, connections and peerings, and nothing else', async () => {
       await donor('gpu-east', [node('n1', 4)]);
       await donor('gpu-west', [node('w1', 2)]);
