@@ -16,7 +16,7 @@ import type {
   PlacementPolicy,
   PodSecurityLevel,
 } from '../model.js';
-import { LABEL_OPERATORS, MAX_GPUS_PER_POD } from '../placement/constraints.js';
+import { MAX_GPUS_PER_POD, labelRequirement } from '../placement/constraints.js';
 
 /**
  * Input checks the core applies before it touches the store, whichever layer called it:
@@ -64,7 +64,6 @@ function noUnknownKeys(o: Record<string, unknown>, allowed: readonly string[], b
 const ROLES: readonly ClusterRole[] = ['origin', 'donor', 'both'];
 const POLICIES: readonly PlacementPolicy[] = ['binpack', 'spread', 'cost'];
 const POD_SECURITY: readonly PodSecurityLevel[] = ['restricted', 'baseline'];
-const OPERATORS: readonly string[] = LABEL_OPERATORS;
 export const MAX_JOIN_TOKEN_TTL_MS = 24 * 3_600_000;
 /** No donor lends more GPUs than this; bigger limits are typos. */
 const MAX_LIMIT = 1_000_000;
@@ -138,26 +137,7 @@ export function validatePlacementRequest(origin: string, r: PlacementRequest): P
     const f = `nodeRequirements[${i}]`;
     if (!isObject(q)) throw invalid(f, 'must be an object');
     const key = text(q.key, `${f}.key`, { max: 317 });
-    if (!OPERATORS.includes(q.operator)) {
-      throw invalid(
-        `${f}.operator`,
-        `${JSON.stringify(q.operator)} is not one of ${OPERATORS.join(', ')}`,
-      );
-    }
-    const values = stringList(q.values ?? [], `${f}.values`, 256);
-    if ((q.operator === 'In' || q.operator === 'NotIn') && values.length === 0) {
-      throw invalid(`${f}.values`, `operator ${q.operator} needs at least one value`);
-    }
-    if ((q.operator === 'Exists' || q.operator === 'DoesNotExist') && values.length > 0) {
-      throw invalid(`${f}.values`, `operator ${q.operator} takes no values`);
-    }
-    if (
-      (q.operator === 'Gt' || q.operator === 'Lt') &&
-      (values.length !== 1 || !/^-?\d+$/.test(values[0]!))
-    ) {
-      throw invalid(`${f}.values`, `operator ${q.operator} needs exactly one integer value`);
-    }
-    return { key, operator: q.operator, values };
+    return labelRequirement(key, q.operator, stringList(q.values ?? [], `${f}.values`, 256), f);
   });
   const tols = r.tolerations ?? [];
   if (!Array.isArray(tols) || tols.length > 64)

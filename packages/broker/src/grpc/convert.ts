@@ -1,5 +1,5 @@
 import { invalid, validateClusterId } from '@spillway/common';
-import { LABEL_OPERATORS } from '../placement/constraints.js';
+import { labelRequirement } from '../placement/constraints.js';
 import type {
   CandidateVerdict as ProtoCandidateVerdict,
   CapacityReport__Output,
@@ -100,7 +100,6 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const RESOURCE_NAME =
   /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 const TAINT_EFFECTS = new Set(['NoSchedule', 'PreferNoSchedule', 'NoExecute']);
-const OPERATORS: ReadonlySet<string> = new Set(LABEL_OPERATORS);
 
 export function dnsName(value: unknown, field: string): string {
   const s = str(value, field, { required: true, max: 253 });
@@ -243,23 +242,12 @@ export function capacityFromProto(r: CapacityReport__Output): CapacityUpdate {
 // ---- placement --------------------------------------------------------------------------
 
 function requirementFromProto(r: LabelRequirement__Output, field: string): LabelRequirement {
-  const operator = str(r.operator, `${field}.operator`, {
-    required: true,
-  }) as LabelRequirement['operator'];
-  if (!OPERATORS.has(operator))
-    throw invalid(`${field}.operator`, `${JSON.stringify(operator)} is not a label operator`);
+  const key = str(r.key, `${field}.key`, { required: true, max: 317 });
+  const operator = str(r.operator, `${field}.operator`, { required: true });
   const values = list(r.values, `${field}.values`, LIMITS.values).map((v, i) =>
     str(v, `${field}.values[${i}]`, { max: 63 }),
   );
-  if ((operator === 'In' || operator === 'NotIn') && values.length === 0)
-    throw invalid(`${field}.values`, `${operator} needs values`);
-  if (
-    (operator === 'Gt' || operator === 'Lt') &&
-    (values.length !== 1 || !/^-?\d+$/.test(values[0] ?? ''))
-  ) {
-    throw invalid(`${field}.values`, `${operator} needs exactly one integer value`);
-  }
-  return { key: str(r.key, `${field}.key`, { required: true, max: 317 }), operator, values };
+  return labelRequirement(key, operator, values, field);
 }
 
 function tolerationFromProto(t: Toleration__Output, field: string): Toleration {

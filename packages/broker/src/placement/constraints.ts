@@ -214,23 +214,25 @@ export const LABEL_OPERATORS = [
 ] as const satisfies readonly LabelRequirement['operator'][];
 const OPERATORS: ReadonlySet<string> = new Set(LABEL_OPERATORS);
 
-/** Checks one requirement's shape the way the API server does, naming `field` when wrong. */
-export function validateRequirement(
-  r: NodeSelectorRequirementLike,
+/**
+ * The one home of the label-requirement rule every layer applies (pods read by the shim,
+ * the core's PlacementRequest, the gRPC PlaceRequest; the REST schema lists LABEL_OPERATORS):
+ * a known operator, and the values it takes as the API server has it. The callers check
+ * the key and that `values` are strings within their own limits; `field` names the
+ * requirement.
+ */
+export function labelRequirement(
+  key: string,
+  operator: unknown,
+  values: readonly string[],
   field: string,
 ): LabelRequirement {
-  if (typeof r.key !== 'string' || r.key === '')
-    throw invalid(`${field}.key`, 'a label key is required');
-  const op = r.operator as LabelRequirement['operator'];
-  if (!OPERATORS.has(op)) {
+  const op = operator as LabelRequirement['operator'];
+  if (typeof operator !== 'string' || !OPERATORS.has(op)) {
     throw invalid(
       `${field}.operator`,
-      `${JSON.stringify(r.operator)} is not one of ${LABEL_OPERATORS.join(', ')}`,
+      `${JSON.stringify(operator)} is not one of ${LABEL_OPERATORS.join(', ')}`,
     );
-  }
-  const values = r.values ?? [];
-  if (!Array.isArray(values) || values.some((v) => typeof v !== 'string')) {
-    throw invalid(`${field}.values`, 'values must be a list of strings');
   }
   if ((op === 'In' || op === 'NotIn') && values.length === 0) {
     throw invalid(`${field}.values`, `operator ${op} needs at least one value`);
@@ -241,7 +243,21 @@ export function validateRequirement(
   if ((op === 'Gt' || op === 'Lt') && (values.length !== 1 || !/^-?\d+$/.test(values[0]!))) {
     throw invalid(`${field}.values`, `operator ${op} needs exactly one integer value`);
   }
-  return { key: r.key, operator: op, values: [...values] };
+  return { key, operator: op, values: [...values] };
+}
+
+/** Checks one requirement of a pod's node affinity, naming `field` when wrong. */
+export function validateRequirement(
+  r: NodeSelectorRequirementLike,
+  field: string,
+): LabelRequirement {
+  if (typeof r.key !== 'string' || r.key === '')
+    throw invalid(`${field}.key`, 'a label key is required');
+  const values = r.values ?? [];
+  if (!Array.isArray(values) || values.some((v) => typeof v !== 'string')) {
+    throw invalid(`${field}.values`, 'values must be a list of strings');
+  }
+  return labelRequirement(r.key, r.operator, values, field);
 }
 
 /**
