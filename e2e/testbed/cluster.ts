@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -406,6 +406,13 @@ export class TestCluster {
       maxBuffer: 64 * 1024 * 1024,
     });
     return stdout;
+  }
+
+  /** Starts the test bed's kubectl against this cluster and leaves it running (logs -f). */
+  spawnKubectl(...args: string[]): ChildProcessWithoutNullStreams {
+    return spawn(this.binaries.kubectl, args, {
+      env: { ...process.env, KUBECONFIG: this.kubeconfigPath },
+    });
   }
 
   /** Resident memory per running component, in bytes. */

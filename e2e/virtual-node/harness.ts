@@ -52,6 +52,8 @@ export interface SpillwayBed {
   logger: Logger;
   /** Where every Spillway part logs (JSON lines). */
   logFile: string;
+  /** The CRI log file kwok serves as every donor container's log. */
+  containerLog: string;
   workDir: string;
   startAgent(cluster: string): Promise<RunningAgent>;
   stopAgent(cluster: string): Promise<void>;
@@ -65,6 +67,11 @@ export interface BedOptions {
   /** Shim settings for the scenarios (short grace and timeouts). */
   shim?: Partial<VirtualNodeConfig>;
   brokerHeartbeatTimeoutMs?: number;
+  /**
+   * kwok keeps a followed log (`kubectl logs -f`) open and serves what is appended to
+   * `containerLog`, instead of ending it after the file.
+   */
+  followLogs?: boolean;
 }
 
 function criLog(lines: readonly string[]): string {
@@ -77,13 +84,18 @@ function criLog(lines: readonly string[]): string {
 }
 
 /** kwok's ClusterLogs: every container of offloaded pods logs the lines above. */
-function kwokLogsConfig(logFile: string): string {
+function kwokLogsConfig(logFile: string, follow: boolean): string {
   return `${JSON.stringify({
     apiVersion: 'kwok.x-k8s.io/v1alpha1',
     kind: 'ClusterLogs',
     metadata: { name: 'spillway-e2e-logs' },
-    spec: { logs: [{ logsFile: logFile, follow: false }] },
+    spec: { logs: [{ logsFile: logFile, follow }] },
   })}\n`;
+}
+
+/** One line in the CRI log format kwok serves, as a container would print it now. */
+export function criLogLine(line: string): string {
+  return `${new Date().toISOString().replace('Z', '000000Z')} stdout F ${line}\n`;
 }
 
 async function ensureNamespace(
@@ -103,7 +115,7 @@ export async function startSpillway(opts: BedOptions): Promise<SpillwayBed> {
   const containerLog = join(kwokDir, 'container.log');
   const logsConfig = join(kwokDir, 'logs.yaml');
   await writeFile(containerLog, criLog(LOG_LINES));
-  await writeFile(logsConfig, kwokLogsConfig(containerLog));
+  await writeFile(logsConfig, kwokLogsConfig(containerLog, opts.followLogs === true));
 
   const specs: ClusterSpec[] = [
     {
@@ -235,6 +247,7 @@ export async function startSpillway(opts: BedOptions): Promise<SpillwayBed> {
       shimConfig,
       logger,
       logFile,
+      containerLog,
       workDir,
       startAgent: launchAgent,
       async stopAgent(name) {

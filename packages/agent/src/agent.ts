@@ -17,6 +17,7 @@ import {
 } from '@spillway/common';
 import type { AgentConfig } from './config.js';
 import { IdentityStore, missingJoinToken, needsRenewal, type Identity } from './credentials.js';
+import { Cancellations } from './executor/cancellations.js';
 import { Executor } from './executor/executor.js';
 import { StatusReflector } from './executor/status.js';
 import { TenantManager } from './executor/tenants.js';
@@ -182,12 +183,24 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
       .sync(asDonor)
       .catch((err: unknown) => logger.error({ err }, 'tenant namespace sync failed'));
   };
+  const streaming = new Cancellations();
   const onCommand = (cmd: Command__Output): void => {
+    if (cmd.op === 'cancel_request_id') {
+      // Its caller went away (kubectl, the shim or a broker replica): stop it on the donor.
+      const id = cmd.cancel_request_id ?? '';
+      if (streaming.cancel(id, 'cancelled by the broker'))
+        logger.info({ requestId: id }, 'streaming command cancelled');
+      return;
+    }
+    const signal = cmd.op === 'logs' ? streaming.begin(cmd.request_id) : undefined;
     void tenants
       .whenReady(cmd.origin_cluster)
-      .then(() => executor.handle(cmd, (chunk) => send({ log_chunk: chunk })))
+      .then(() => executor.handle(cmd, (chunk) => send({ log_chunk: chunk }), signal))
       .then((result) => {
         if (result) send({ command_result: result });
+      })
+      .finally(() => {
+        if (signal) streaming.done(cmd.request_id, signal);
       });
   };
 
@@ -199,11 +212,15 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
       status.resendAll();
       logger.info('connected to the broker; sent inventory snapshot');
     },
-    onDisconnected: (err) =>
+    onDisconnected: (err) => {
+      // Whatever this stream asked for has nobody left to read it: the replies of a new
+      // stream would go to a request id no replica waits on.
+      const ended = streaming.endAll('the broker stream that asked for it ended');
       logger.warn(
-        { err: err?.message },
+        { err: err?.message, streamingCancelled: ended },
         'disconnected from the broker; running pods are untouched',
-      ),
+      );
+    },
     onPeerings: (state) => onPeerings(state.as_donor),
     onCommand,
   });

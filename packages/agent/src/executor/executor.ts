@@ -1,7 +1,5 @@
-import { Writable } from 'node:stream';
 import {
   CoreV1Api,
-  Log,
   type KubeConfig,
   type V1ConfigMap,
   type V1Pod,
@@ -44,6 +42,7 @@ import {
   translatePod,
 } from '../forge/pod.js';
 import { assertPodAllowed, type DonorPodPolicy } from '../forge/policy.js';
+import { openDonorLog } from './donor-log.js';
 import type { TenantManager } from './tenants.js';
 
 export interface ExecutorOptions {
@@ -94,12 +93,10 @@ function parseObject<T>(json: string, field: string, kind: string, max: number):
  */
 export class Executor {
   private readonly core: CoreV1Api;
-  private readonly logs: Log;
   private readonly maxObjectBytes: number;
 
   constructor(private readonly opts: ExecutorOptions) {
     this.core = opts.kc.makeApiClient(CoreV1Api);
-    this.logs = new Log(opts.kc);
     this.maxObjectBytes = opts.maxObjectBytes ?? 1024 * 1024;
   }
 
@@ -107,6 +104,7 @@ export class Executor {
   async handle(
     cmd: Command__Output,
     sendChunk: (chunk: LogChunk) => void,
+    signal?: AbortSignal,
   ): Promise<CommandResult | undefined> {
     const base = { request_id: cmd.request_id };
     try {
@@ -130,7 +128,7 @@ export class Executor {
           return { ...base, code: 0 };
         case 'logs':
           // Logs answer with LogChunks (the last one has eof), not a CommandResult.
-          await this.streamLogs(cmd.origin_cluster, cmd.request_id, cmd.logs!, sendChunk);
+          await this.streamLogs(cmd.origin_cluster, cmd.request_id, cmd.logs!, sendChunk, signal);
           return undefined;
         default:
           throw invalid('op', `unknown command ${String(cmd.op)}`);
@@ -461,11 +459,17 @@ export class Executor {
     return deleted;
   }
 
+  /**
+   * Streams the donor pod's log as LogChunks until the log ends (then one eof chunk) or
+   * `signal` aborts (the broker cancelled it, or the stream that asked ended): then the
+   * donor request is closed and nothing more is sent.
+   */
   async streamLogs(
     origin: string,
     requestId: string,
     req: LogsRequest__Output,
     send: (c: LogChunk) => void,
+    signal: AbortSignal = new AbortController().signal,
   ): Promise<void> {
     const ns = this.tenantFor(origin);
     const uid = req.pod?.uid;
@@ -477,28 +481,56 @@ export class Executor {
         `no remote pod for ${req.pod?.namespace ?? ''}/${req.pod?.name ?? ''}`,
       );
     const container = req.container || pod.spec?.containers[0]?.name || '';
-    const tail = Number(req.tail_lines);
-    const since = Number(req.since_seconds);
-    await new Promise<void>((resolve, reject) => {
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          send({ request_id: requestId, data: chunk });
-          cb();
+    const remote = `${ns}/${pod.metadata!.name!}`;
+    const started = Date.now();
+    let bytes = 0;
+    const ended = (how: string): void =>
+      this.opts.logger.info(
+        {
+          requestId,
+          origin,
+          remote,
+          container,
+          follow: req.follow,
+          how,
+          bytes,
+          ms: Date.now() - started,
         },
-      });
-      // client-node never calls a done callback: the log has ended when the sink finishes.
-      sink.once('finish', () => resolve());
-      sink.once('error', reject);
-      this.logs
-        .log(ns, pod.metadata!.name!, container, sink, {
+        'log stream ended',
+      );
+    const cancelled = (): void =>
+      ended(signal.reason instanceof Error ? signal.reason.message : 'cancelled');
+    if (signal.aborted) {
+      cancelled();
+      return;
+    }
+    try {
+      const body = await openDonorLog(
+        this.opts.kc,
+        ns,
+        pod.metadata!.name!,
+        container,
+        {
           follow: req.follow,
           previous: req.previous,
           timestamps: req.timestamps,
-          ...(tail > 0 ? { tailLines: tail } : {}),
-          ...(since > 0 ? { sinceSeconds: since } : {}),
-        })
-        .catch((err: unknown) => reject(toKubeAwareError(err)));
-    });
+          tailLines: Math.max(0, Number(req.tail_lines) || 0),
+          sinceSeconds: Math.max(0, Number(req.since_seconds) || 0),
+        },
+        signal,
+      );
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        bytes += chunk.length;
+        send({ request_id: requestId, data: chunk });
+      }
+    } catch (err) {
+      if (signal.aborted) {
+        cancelled();
+        return;
+      }
+      throw toKubeAwareError(err);
+    }
+    ended('eof');
     send({ request_id: requestId, eof: true });
   }
 }

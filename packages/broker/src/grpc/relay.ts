@@ -12,11 +12,13 @@ import { ErrorCode, SpillwayError, type Logger } from '@spillway/common';
 import { commandResultError } from './errors.js';
 import type { Router } from './router.js';
 
+const CANCELLED_REMEMBERED = 10_000;
+
 interface Pending {
   donor: string;
   onResult(r: CommandResult__Output): void;
   onChunk?(c: LogChunk__Output): void;
-  onGone(): void;
+  onGone(err?: SpillwayError): void;
 }
 
 export type Op =
@@ -48,8 +50,16 @@ export interface CommandRelay {
     op: Op,
     stream?: { requestId: string; onChunk(c: LogChunk__Output): boolean; signal: AbortSignal },
   ): Promise<CommandResult__Output>;
-  /** A CommandResult or LogChunk from `fromCluster` (the router hands them over). */
+  /**
+   * A CommandResult or LogChunk from `fromCluster` (the router hands them over). A log chunk
+   * nobody here waits for any more makes the donor stop that stream.
+   */
   onReply: (fromCluster: string, msg: ClusterMessage__Output | ClusterMessage) => void;
+  /**
+   * Tells `donor`'s agent to stop the streaming command `requestId` (best effort, once per
+   * id): its reader is gone, or the replica that minted it no longer listens.
+   */
+  cancel: (donor: string, requestId: string, origin?: string) => void;
   /** Fails every command waiting on this donor (its agent stream is gone). */
   donorGone: (donor: string) => void;
   /** Fails every waiting command (the server stops). */
@@ -63,12 +73,40 @@ export function createCommandRelay(
   logger: Logger,
 ): CommandRelay {
   const pending = new Map<string, Pending>();
+  /** Request ids already cancelled, oldest first, so chunks in flight cause one cancel. */
+  const cancelled = new Set<string>();
+
+  function cancel(donor: string, requestId: string, origin = ''): void {
+    if (cancelled.has(requestId)) return;
+    cancelled.add(requestId);
+    if (cancelled.size > CANCELLED_REMEMBERED) {
+      const oldest = cancelled.values().next();
+      if (!oldest.done) cancelled.delete(oldest.value);
+    }
+    logger.debug({ requestId, donor, origin }, 'cancelling a streaming command on the donor');
+    router
+      .send(donor, 'agent', {
+        command: {
+          request_id: router.newRequestId(),
+          origin_cluster: origin,
+          cancel_request_id: requestId,
+        },
+      })
+      .then(
+        (sent) => {
+          // A donor without a stream has already stopped: its agent ends what the stream asked.
+          if (!sent) logger.debug({ requestId, donor }, 'cancel not sent: donor not connected');
+        },
+        (err: unknown) => logger.warn({ err, requestId, donor }, 'cancel not sent'),
+      );
+  }
 
   function onReply(fromCluster: string, msg: ClusterMessage__Output | ClusterMessage): void {
     const id = msg.command_result?.request_id ?? msg.log_chunk?.request_id ?? '';
     const p = pending.get(id);
     if (!p) {
       logger.debug({ requestId: id, cluster: fromCluster }, 'reply for no waiting command');
+      if (msg.log_chunk && msg.log_chunk.eof !== true) cancel(fromCluster, id);
       return;
     }
     if (p.donor !== fromCluster) {
@@ -95,30 +133,39 @@ export function createCommandRelay(
     const requestId = stream?.requestId ?? router.newRequestId();
     return new Promise<CommandResult__Output>((resolve, reject) => {
       let settled = false;
-      const settle = (fn: () => void): void => {
+      /** `finished`: the donor ended the stream itself (eof, a result, or its agent is gone). */
+      const settle = (fn: () => void, finished = true): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         pending.delete(requestId);
         stream?.signal.removeEventListener('abort', onAbort);
+        // A stream given up on here (its reader went, or the donor was too slow to answer)
+        // would otherwise go on at the donor, a followed log for ever.
+        if (stream && !finished) cancel(donor, requestId, origin);
         fn();
       };
       const timer = setTimeout(() => {
-        settle(() =>
-          reject(
-            new SpillwayError(
-              ErrorCode.TIMEOUT,
-              `donor ${donor} did not answer within ${commandTimeoutMs} ms`,
+        settle(
+          () =>
+            reject(
+              new SpillwayError(
+                ErrorCode.TIMEOUT,
+                `donor ${donor} did not answer within ${commandTimeoutMs} ms`,
+              ),
             ),
-          ),
+          false,
         );
       }, commandTimeoutMs);
       const onAbort = (): void =>
-        settle(() => reject(new SpillwayError(ErrorCode.CANCELLED, 'cancelled by the caller')));
+        settle(
+          () => reject(new SpillwayError(ErrorCode.CANCELLED, 'cancelled by the caller')),
+          false,
+        );
       const entry: Pending = {
         donor,
         onResult: (r) => settle(() => resolve(r)),
-        onGone: () => settle(() => reject(notConnected(donor))),
+        onGone: (err) => settle(() => reject(err ?? notConnected(donor))),
       };
       if (stream) {
         stream.signal.addEventListener('abort', onAbort, { once: true });
@@ -151,11 +198,13 @@ export function createCommandRelay(
   return {
     relay,
     onReply,
+    cancel,
     donorGone: (donor) => {
       for (const p of [...pending.values()]) if (p.donor === donor) p.onGone();
     },
     allGone: () => {
-      for (const p of [...pending.values()]) p.onGone();
+      const stopping = new SpillwayError(ErrorCode.UNAVAILABLE, 'broker is shutting down');
+      for (const p of [...pending.values()]) p.onGone(stopping);
     },
   };
 }

@@ -36,8 +36,11 @@ export interface Router {
   send(clusterId: string, component: Component, msg: BrokerMessage): Promise<boolean>;
   /** A request id whose replies come back to this replica. */
   newRequestId(): string;
-  /** Routes a reply to the replica that minted `requestId`. */
-  reply(requestId: string, fromCluster: string, msg: ClusterMessage__Output): Promise<void>;
+  /**
+   * Routes a reply to the replica that minted `requestId`; false when that replica is not
+   * there to hear it (it died, or the id names no replica).
+   */
+  reply(requestId: string, fromCluster: string, msg: ClusterMessage__Output): Promise<boolean>;
 }
 
 const REQUEST_ID_SEPARATOR = '~';
@@ -88,10 +91,12 @@ export class LocalRouter implements Router {
     return mintRequestId(this.brokerId);
   }
 
-  reply(requestId: string, fromCluster: string, msg: ClusterMessage__Output): Promise<void> {
-    // A reply naming another broker cannot be ours to deliver in a single process.
-    if (brokerOfRequest(requestId) === this.brokerId) this.handlers?.onReply(fromCluster, msg);
-    return Promise.resolve();
+  reply(requestId: string, fromCluster: string, msg: ClusterMessage__Output): Promise<boolean> {
+    // A reply naming another broker (an earlier process) cannot be ours to deliver.
+    if (brokerOfRequest(requestId) !== this.brokerId || !this.handlers)
+      return Promise.resolve(false);
+    this.handlers.onReply(fromCluster, msg);
+    return Promise.resolve(true);
   }
 }
 
@@ -288,18 +293,24 @@ export class RedisRouter implements Router {
     return mintRequestId(this.brokerId);
   }
 
-  async reply(requestId: string, fromCluster: string, msg: ClusterMessage__Output): Promise<void> {
+  async reply(
+    requestId: string,
+    fromCluster: string,
+    msg: ClusterMessage__Output,
+  ): Promise<boolean> {
     const target = brokerOfRequest(requestId);
-    if (target === undefined) return;
+    if (target === undefined) return false;
     if (target === this.brokerId) {
-      this.handlers?.onReply(fromCluster, msg);
-      return;
+      if (!this.handlers) return false;
+      this.handlers.onReply(fromCluster, msg);
+      return true;
     }
-    await this.publish(this.channelOf(target), {
+    const receivers = await this.publish(this.channelOf(target), {
       t: 'reply',
       from: fromCluster,
       p: this.codec.encodeCluster(msg),
     });
+    return receivers > 0;
   }
 }
 

@@ -233,7 +233,9 @@ export function createGrpcServer(opts: GrpcServerOptions): GrpcServer {
             required: true,
             max: 256,
           });
-          await router.reply(id, this.clusterId, msg);
+          // The replica that asked died: nobody reads this log any more, so stop it.
+          if (!(await router.reply(id, this.clusterId, msg)) && msg.log_chunk?.eof !== true)
+            commands.cancel(this.clusterId, id);
           return;
         }
         case 'offload_sync':

@@ -19,7 +19,12 @@ export interface Command {
   'logs'?: (_spillway_v1_LogsRequest | null);
   'list_pods'?: (_spillway_v1_ListPodsRequest | null);
   'offload_sync'?: (_spillway_v1_OffloadSync | null);
-  'op'?: "create_pod"|"delete_pod"|"logs"|"list_pods"|"offload_sync";
+  /**
+   * Stop the streaming command (logs) with this request_id: its caller went away. The
+   * agent aborts the donor request and sends nothing more for it; no CommandResult.
+   */
+  'cancel_request_id'?: (string);
+  'op'?: "create_pod"|"delete_pod"|"logs"|"list_pods"|"offload_sync"|"cancel_request_id";
 }
 
 /**
@@ -34,5 +39,10 @@ export interface Command__Output {
   'logs'?: (_spillway_v1_LogsRequest__Output | null);
   'list_pods'?: (_spillway_v1_ListPodsRequest__Output | null);
   'offload_sync'?: (_spillway_v1_OffloadSync__Output | null);
-  'op'?: "create_pod"|"delete_pod"|"logs"|"list_pods"|"offload_sync";
+  /**
+   * Stop the streaming command (logs) with this request_id: its caller went away. The
+   * agent aborts the donor request and sends nothing more for it; no CommandResult.
+   */
+  'cancel_request_id'?: (string);
+  'op'?: "create_pod"|"delete_pod"|"logs"|"list_pods"|"offload_sync"|"cancel_request_id";
 }
