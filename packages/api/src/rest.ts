@@ -337,3 +337,28 @@ export interface HealthResponse {
 /** GET /readyz: 200 when the store answers, 503 otherwise. */
 export type ReadyResponse =
   { status: 'ready'; store: string } | { status: 'unavailable'; store: string; reason: string };
+
+// ---------------------------------------------------------------------------------------
+// Gangs: pods placed together on one donor, or not at all (gRPC PlaceGang, REST simulate)
+
+export type GangPlacementResult =
+  | {
+      placed: true;
+      gang: string;
+      donor: string;
+      /** One per member, in the order the members were given. */
+      reservations: ReservationRecord[];
+      /** One per donor considered: empty reason for those that could hold the gang. */
+      verdicts: CandidateVerdict[];
+      /** simulate: nothing was reserved; the reservations have empty ids. */
+      simulated?: boolean;
+    }
+  | {
+      placed: false;
+      gang: string;
+      /** NO_PEERING, NO_FIT, QUOTA_EXCEEDED, DONOR_NOT_READY. */
+      code: string;
+      /** Why no donor holds the whole gang, e.g. the largest free donor and what it lacks. */
+      reason: string;
+      verdicts: CandidateVerdict[];
+    };
