@@ -1,4 +1,4 @@
-import type { CandidateVerdict, PlacementRequest } from '../core/api.js';
+import type { CandidateVerdict, GangPlacementRequest, PlacementRequest } from '../core/api.js';
 import type { NodeInventory, PlacementPolicy } from '../model.js';
 import {
   compareCandidates,
@@ -23,13 +23,7 @@ import {
  * reserveGang re-checks the whole plan atomically.
  */
 
-export interface GangRequest {
-  gang: string;
-  members: PlacementRequest[];
-  /** Restrict to these donors; empty for all peered donors. */
-  donors: string[];
-  policy?: PlacementPolicy;
-}
+export type GangRequest = GangPlacementRequest;
 
 export interface GangPlan {
   donor: string;
