@@ -66,7 +66,7 @@ export class GangPlacement {
   }
 
   async placeGang(origin: string, request: GangPlacementRequest): Promise<GangPlacementResult> {
-    const { store, view, log, settings } = this.deps;
+    const { view, log, settings } = this.deps;
     const started = performance.now();
     const observe = (result: string): void =>
       this.deps.metrics?.observePlacement(`gang-${result}`, (performance.now() - started) / 1000);

@@ -91,7 +91,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const c of opened) c.close();
+  for (const c of opened) await c.close();
   await b.stop();
 });
 
@@ -145,7 +145,7 @@ describe('PlacementService.PlaceGang over mTLS gRPC', () => {
       const held = await Promise.all(
         reqs[i]!.members!.map((m) => b.store.findReservationByPod(m.pod!.uid!)),
       );
-      expect(held.filter(Boolean).length, reqs[i]!.gang!).toBe(r.placed ? 2 : 0);
+      expect(held.filter(Boolean).length, reqs[i]!.gang).toBe(r.placed ? 2 : 0);
       if (r.placed) expect(new Set(held.map((h) => h!.donor)).size).toBe(1);
     }
     for (const donor of ['gg-a', 'gg-b']) {
