@@ -297,7 +297,7 @@ export class GangBinder {
     }
     let res;
     try {
-      res = await ctx.broker.placeGang({ gang: key.key, members: requests, donors: donors ?? [] });
+      res = await ctx.broker.placeGang({ gang, members: requests, donors: donors ?? [] });
     } catch (err) {
       if (!isSpillwayError(err, ErrorCode.INVALID_ARGUMENT)) {
         const e = toSpillwayError(err);
