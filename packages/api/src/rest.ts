@@ -253,7 +253,16 @@ export interface OffloadList {
 /** A hypothetical GPU pod of `origin`: where would it go, and why not elsewhere. */
 export interface SimulateRequest {
   origin: string;
-  gpus: number;
+  /** One pod's GPUs; or `members` for a gang. */
+  gpus?: number;
+  /**
+   * A gang instead of one pod: where would all of these go together (one donor, each member
+   * on one of its nodes). The top-level resource, selector, requirements, tolerations apply
+   * to every member; a member may ask for 0 GPUs.
+   */
+  members?: SimulateMember[];
+  /** The gang's name, for messages. */
+  gang?: string;
   /** Default nvidia.com/gpu. */
   resource?: string;
   nodeSelector?: Record<string, string>;
@@ -270,6 +279,12 @@ export interface SimulateRequest {
   donors?: string[];
   policy?: PlacementPolicy;
   namespace?: string;
+}
+
+export interface SimulateMember {
+  gpus: number;
+  cpuMillis?: number;
+  memoryBytes?: number;
 }
 
 export interface CandidateVerdict {
