@@ -14,6 +14,7 @@ import {
   type PlacementRun,
 } from './placement.js';
 import { runScale, type ScaleRun } from './scale.js';
+import { GANG_SIZES, runGangs, type GangRun } from './gang.js';
 
 const exec = promisify(execFile);
 
@@ -74,6 +75,8 @@ export interface BrokerBenchOptions {
   workDir: string;
   scale: boolean;
   placement: boolean;
+  /** Benchmark 6: gangs racing from several origins. */
+  gang?: boolean;
   /** Stores to run placement on (default both). */
   stores?: ('sqlite' | 'redis')[];
   cpuProfDir?: string;
@@ -84,6 +87,7 @@ export interface BrokerBenchResults {
   scale?: ScaleRun & { setupSeconds: number; joinP50Ms: number };
   placement: PlacementRun[];
   fragmentation: FragmentationRun[];
+  gangs?: GangRun[];
 }
 
 interface Deployment {
@@ -181,6 +185,25 @@ async function placementRun(
   await releaseAll(d.brokers[0]!, origin);
 }
 
+/** Benchmark 6 on this deployment, its result kept in `out`. */
+async function gangRun(
+  o: BrokerBenchOptions,
+  label: string,
+  d: Deployment,
+  out: BrokerBenchResults,
+): Promise<void> {
+  const s = o.sizes;
+  const donors = d.fleet.ids.slice(0, GANG_SIZES.donors);
+  o.log(
+    `gangs ${label}: ${GANG_SIZES.gangs} gangs of ${GANG_SIZES.members} from ${GANG_SIZES.origins} origins on ${donors.length} donors`,
+  );
+  const g = await runGangs(label, d.brokers, donors, s.nodes, s.gpusPerNode);
+  (out.gangs ??= []).push(g);
+  o.log(
+    `gangs ${label}: ${g.placed} placed in ${g.wallSeconds.toFixed(2)} s, p99 ${g.latencyMs.p99.value.toFixed(1)} ms, ${g.partialGangs} partial, invariant ${g.invariant.ok ? 'ok' : 'BROKEN'}`,
+  );
+}
+
 /** The local Redis server's pid, to read its CPU next to the brokers'. */
 async function redisPid(): Promise<{ name: string; pid: number }[]> {
   try {
@@ -206,9 +229,10 @@ export async function runBrokerBenches(
   const s = o.sizes;
   // SQLite: scale first (an empty broker with every agent connected), then placement.
   const sqlitePlacement = o.placement && (!o.stores || o.stores.includes('sqlite'));
+  const sqliteGang = !!o.gang && (!o.stores || o.stores.includes('sqlite'));
   let d: Deployment | undefined;
   let origin: Origin | undefined;
-  if (o.scale || sqlitePlacement) d = await deploy(o, 'sqlite', { store: 'sqlite' });
+  if (o.scale || sqlitePlacement || sqliteGang) d = await deploy(o, 'sqlite', { store: 'sqlite' });
   if (d)
     try {
       if (o.scale) {
@@ -251,12 +275,13 @@ export async function runBrokerBenches(
         await origin.reconnect(d.brokers, s.channels);
         await placementRun(o, 'sqlite, spread', d, origin, out, true);
       }
+      if (sqliteGang) await gangRun(o, 'sqlite', d, out);
     } finally {
       await origin?.close();
       await d.fleet.stop();
       for (const b of d.brokers) await b.stop();
     }
-  if (!o.placement || (o.stores && !o.stores.includes('redis'))) return out;
+  if ((!o.placement && !o.gang) || (o.stores && !o.stores.includes('redis'))) return out;
 
   // Redis: one replica, then three sharing the store and the CA.
   const prefix = `spillway-bench-${process.pid}-${Date.now()}:`;
@@ -265,7 +290,9 @@ export async function runBrokerBenches(
     origin = undefined;
     try {
       origin = await joinOrigin(d.brokers, 'bench-origin', d.fleet.ids, s.channels);
-      await placementRun(o, 'redis, 1 replica', d, origin, out, false, await redisPid());
+      if (o.placement) {
+        await placementRun(o, 'redis, 1 replica', d, origin, out, false, await redisPid());
+      }
       const first = d.brokers[0]!;
       for (const i of [2, 3]) {
         d.brokers.push(
@@ -281,7 +308,11 @@ export async function runBrokerBenches(
       await d.fleet.retarget(d.brokers.map((b) => b.grpcAddress));
       await waitAllReady(first, d.fleet.ids, 600_000);
       await origin.reconnect(d.brokers, s.channels);
-      await placementRun(o, 'redis, 3 replicas', d, origin, out, false, await redisPid());
+      if (o.placement) {
+        await placementRun(o, 'redis, 3 replicas', d, origin, out, false, await redisPid());
+      }
+      // Gangs racing through three replicas at once: the Lua step alone keeps them whole.
+      if (o.gang) await gangRun(o, 'redis, 3 replicas', d, out);
     } finally {
       await origin?.close();
       await d.fleet.stop();

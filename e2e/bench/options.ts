@@ -1,7 +1,7 @@
 // The bench's command line, validated: a bad value exits 2 with a line naming the flag.
 import { parseArgs } from 'node:util';
 
-export const BENCHES = ['offload', 'status', 'throughput', 'placement', 'scale'] as const;
+export const BENCHES = ['offload', 'status', 'throughput', 'placement', 'scale', 'gang'] as const;
 export type BenchName = (typeof BENCHES)[number];
 export const STORES = ['sqlite', 'redis'] as const;
 export type BenchStore = (typeof STORES)[number];

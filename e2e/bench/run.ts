@@ -350,6 +350,48 @@ function fragmentationRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[])
   }
 }
 
+function gangRows(r: BrokerBenchResults, rows: Row[], inv: Invariant[]): void {
+  for (const g of r.gangs ?? []) {
+    const b = `6 gangs (${g.label})`;
+    rows.push(
+      {
+        bench: b,
+        metric: `gangs of ${g.members} × 1 GPU placed/s, ${g.gangs} at once from ${g.origins} origins on ${g.capacityGpus} GPUs`,
+        value: `${num(g.gangsPerSecond)} (${g.placed} placed, refused ${JSON.stringify(g.refused)})`,
+      },
+      { bench: b, metric: 'PlaceGang latency p50', value: fmt(g.latencyMs.p50, ' ms') },
+      { bench: b, metric: 'PlaceGang latency p99', value: fmt(g.latencyMs.p99, ' ms') },
+      { bench: b, metric: 'partial gangs', value: String(g.partialGangs + g.placedNotWhole) },
+      {
+        bench: b,
+        metric: 'double-booked GPUs',
+        value: String(g.invariant.overbookedNodes + g.invariant.overbookedByClients),
+        ...goal('doubleBookedGpus', g.invariant.overbookedNodes + g.invariant.overbookedByClients),
+      },
+    );
+    inv.push({
+      bench: b,
+      what: 'every gang whole or absent',
+      ok: g.partialGangs === 0 && g.placedNotWhole === 0,
+      detail: `${g.partialGangs} partial, ${g.placedNotWhole} placed but not whole`,
+    });
+    inv.push({
+      bench: b,
+      what: 'no GPU promised twice',
+      ok: g.invariant.ok,
+      detail: JSON.stringify({ ...g.invariant, ok: undefined }),
+    });
+    // More gangs than the GPUs hold: never more placed than fit, every call answered.
+    const fits = Math.floor(g.capacityGpus / g.members);
+    inv.push({
+      bench: b,
+      what: 'no more gangs placed than the GPUs hold, PlaceGang answered',
+      ok: g.errors === 0 && g.placed <= fits && g.placed > 0,
+      detail: `${g.placed} placed, ${Math.min(fits, g.gangs)} fit, ${g.errors} errors ${g.errorSamples.join('; ')}`,
+    });
+  }
+}
+
 async function main(): Promise<number> {
   let opts: BenchOptions;
   try {
@@ -438,7 +480,7 @@ async function main(): Promise<number> {
         await bed?.stop();
       }
     }
-    if (want('placement') || want('scale')) {
+    if (want('placement') || want('scale') || want('gang')) {
       const r: BrokerBenchResults = { placement: [], fragmentation: [] };
       results.brokers = r;
       try {
@@ -448,6 +490,7 @@ async function main(): Promise<number> {
             workDir,
             scale: want('scale'),
             placement: want('placement'),
+            gang: want('gang'),
             ...(opts.stores ? { stores: opts.stores } : {}),
             ...(cpuProfDir ? { cpuProfDir } : {}),
             log,
@@ -461,6 +504,7 @@ async function main(): Promise<number> {
       }
       brokerRows(r, rows, invariants);
       fragmentationRows(r, rows, invariants);
+      gangRows(r, rows, invariants);
     }
   } finally {
     // Logs are kept when something failed.

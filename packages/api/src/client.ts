@@ -30,6 +30,8 @@ import type { LogsRequest } from './gen/spillway/v1/LogsRequest.js';
 import type { PeeringState__Output } from './gen/spillway/v1/PeeringState.js';
 import type { PlacementServiceClient } from './gen/spillway/v1/PlacementService.js';
 import type { PlaceRequest } from './gen/spillway/v1/PlaceRequest.js';
+import type { PlaceGangRequest } from './gen/spillway/v1/PlaceGangRequest.js';
+import type { PlaceGangResponse__Output } from './gen/spillway/v1/PlaceGangResponse.js';
 import type { PlaceResponse__Output } from './gen/spillway/v1/PlaceResponse.js';
 import type { PodEventReport__Output } from './gen/spillway/v1/PodEventReport.js';
 import type { PodServiceClient } from './gen/spillway/v1/PodService.js';
@@ -276,6 +278,11 @@ export class BrokerClient {
   place(req: PlaceRequest): Promise<PlaceResponse__Output> {
     const c = this.current.placement;
     return call((r, md, o, cb) => c.place(r, md, o, cb), req, this.callTimeoutMs);
+  }
+
+  placeGang(req: PlaceGangRequest): Promise<PlaceGangResponse__Output> {
+    const c = this.current.placement;
+    return call((r, md, o, cb) => c.placeGang(r, md, o, cb), req, this.callTimeoutMs);
   }
 
   release(req: ReleaseRequest): Promise<ReleaseResponse__Output> {

@@ -257,7 +257,16 @@ export interface OffloadList {
 /** A hypothetical GPU pod of `origin`: where would it go, and why not elsewhere. */
 export interface SimulateRequest {
   origin: string;
-  gpus: number;
+  /** One pod's GPUs; or `members` for a gang. */
+  gpus?: number;
+  /**
+   * A gang instead of one pod: where would all of these go together (one donor, each member
+   * on one of its nodes). The top-level resource, selector, requirements, tolerations apply
+   * to every member; a member may ask for 0 GPUs.
+   */
+  members?: SimulateMember[];
+  /** The gang's name, for messages. */
+  gang?: string;
   /** Default nvidia.com/gpu. */
   resource?: string;
   nodeSelector?: Record<string, string>;
@@ -274,6 +283,12 @@ export interface SimulateRequest {
   donors?: string[];
   policy?: PlacementPolicy;
   namespace?: string;
+}
+
+export interface SimulateMember {
+  gpus: number;
+  cpuMillis?: number;
+  memoryBytes?: number;
 }
 
 export interface CandidateVerdict {
@@ -341,3 +356,28 @@ export interface HealthResponse {
 /** GET /readyz: 200 when the store answers, 503 otherwise. */
 export type ReadyResponse =
   { status: 'ready'; store: string } | { status: 'unavailable'; store: string; reason: string };
+
+// ---------------------------------------------------------------------------------------
+// Gangs: pods placed together on one donor, or not at all (gRPC PlaceGang, REST simulate)
+
+export type GangPlacementResult =
+  | {
+      placed: true;
+      gang: string;
+      donor: string;
+      /** One per member, in the order the members were given. */
+      reservations: ReservationRecord[];
+      /** One per donor considered: empty reason for those that could hold the gang. */
+      verdicts: CandidateVerdict[];
+      /** simulate: nothing was reserved; the reservations have empty ids. */
+      simulated?: boolean;
+    }
+  | {
+      placed: false;
+      gang: string;
+      /** NO_PEERING, NO_FIT, QUOTA_EXCEEDED, DONOR_NOT_READY. */
+      code: string;
+      /** Why no donor holds the whole gang, e.g. the largest free donor and what it lacks. */
+      reason: string;
+      verdicts: CandidateVerdict[];
+    };

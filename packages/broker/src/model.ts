@@ -120,3 +120,23 @@ export interface ReservationFilter {
 }
 
 export type { ApiTokenRecord } from '@spillway/common';
+
+/**
+ * A gang's reservations, all of one origin on one donor (each member on one node of it):
+ * reserved together in one atomic step, or none of them. A member may ask for 0 GPUs
+ * (a Ray head, a launcher): it is given a node all the same.
+ */
+export interface GangReserveRequest {
+  gang: string;
+  members: ReserveRequest[];
+}
+
+export type GangReserveResult =
+  | { ok: true; reservations: ReservationRecord[] }
+  | {
+      ok: false;
+      code: 'NO_FIT' | 'QUOTA_EXCEEDED' | 'ALREADY_EXISTS';
+      reason: string;
+      /** Index of the member that did not fit; -1 when the gang as a whole passed a limit. */
+      member: number;
+    };

@@ -79,6 +79,20 @@ export const VIRTUAL_NODE_RULES: V1PolicyRule[] = [
   { apiGroups: [''], resources: ['pods/binding', 'bindings'], verbs: ['create'] },
   { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
   { apiGroups: [''], resources: ['configmaps', 'secrets', 'namespaces'], verbs: READ },
+  // Gangs: the objects that say how many pods a gang has (docs/gangs.md).
+  { apiGroups: ['batch'], resources: ['jobs'], verbs: ['get'] },
+  { apiGroups: ['jobset.x-k8s.io'], resources: ['jobsets'], verbs: ['get'] },
+  {
+    apiGroups: ['kubeflow.org'],
+    resources: ['pytorchjobs', 'tfjobs', 'mpijobs', 'xgboostjobs', 'paddlejobs', 'jaxjobs'],
+    verbs: ['get'],
+  },
+  { apiGroups: ['ray.io'], resources: ['rayclusters'], verbs: ['get'] },
+  {
+    apiGroups: ['scheduling.x-k8s.io', 'scheduling.volcano.sh', 'scheduling.run.ai'],
+    resources: ['podgroups'],
+    verbs: ['get'],
+  },
 ];
 
 function labels(component: string): Record<string, string> {

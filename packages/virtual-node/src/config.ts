@@ -74,6 +74,14 @@ export const VIRTUAL_NODE_CONFIG_SCHEMA = {
     default: [...DEFAULT_GPU_RESOURCES],
     description: 'GPU resource names that make a pod a candidate (* is a wildcard)',
   },
+  gangTimeout: {
+    type: 'duration',
+    default: '5m',
+    minMs: 1000,
+    maxMs: 86_400_000,
+    description:
+      'how long a gang waits for all its pods to be Pending before the shim stops asking for it (a Warning says so; a new pod of the gang starts again)',
+  },
   donorLostTimeout: {
     type: 'duration',
     default: '40s',

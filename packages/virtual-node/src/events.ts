@@ -10,6 +10,12 @@ export const REASON_OFFLOAD_FAILED = 'OffloadFailed';
 export const REASON_OFFLOAD_REFUSED = 'OffloadRefused';
 /** A pod no donor (or the broker) can take now; retried. */
 export const REASON_NOT_OFFLOADED = 'NotOffloaded';
+/** A pod of a gang waits for the rest of its gang before the gang is placed. */
+export const REASON_GANG_WAITING = 'GangWaiting';
+/** A gang's pods were placed together on one donor. */
+export const REASON_GANG_PLACED = 'GangPlaced';
+/** A gang gave up waiting for its pods (--gang-timeout). */
+export const REASON_GANG_INCOMPLETE = 'GangIncomplete';
 /** A pod Spillway can never offload as it is. */
 export const REASON_CANNOT_OFFLOAD = 'CannotOffload';
 

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import {
   CoordinationV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   VersionApi,
   type V1Namespace,
   type V1Node,
@@ -203,6 +204,7 @@ export async function startVirtualNode(
         shimVersion: SHIM_VERSION,
       },
       logger,
+      customObjects: kc.makeApiClient(CustomObjectsApi),
     };
     ctxRef.ctx = ctx;
 

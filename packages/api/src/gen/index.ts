@@ -24,6 +24,8 @@ export type * from './spillway/v1/NodeCapacity.js';
 export type * from './spillway/v1/OffloadSync.js';
 export type * from './spillway/v1/Peering.js';
 export type * from './spillway/v1/PeeringState.js';
+export type * from './spillway/v1/PlaceGangRequest.js';
+export type * from './spillway/v1/PlaceGangResponse.js';
 export type * from './spillway/v1/PlaceRequest.js';
 export type * from './spillway/v1/PlaceResponse.js';
 export type * from './spillway/v1/PlacementService.js';

@@ -5,6 +5,8 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 import type { CandidateVerdict as _spillway_v1_CandidateVerdict, CandidateVerdict__Output as _spillway_v1_CandidateVerdict__Output } from './spillway/v1/CandidateVerdict.js';
 import type { Heartbeat as _spillway_v1_Heartbeat, Heartbeat__Output as _spillway_v1_Heartbeat__Output } from './spillway/v1/Heartbeat.js';
 import type { LabelRequirement as _spillway_v1_LabelRequirement, LabelRequirement__Output as _spillway_v1_LabelRequirement__Output } from './spillway/v1/LabelRequirement.js';
+import type { PlaceGangRequest as _spillway_v1_PlaceGangRequest, PlaceGangRequest__Output as _spillway_v1_PlaceGangRequest__Output } from './spillway/v1/PlaceGangRequest.js';
+import type { PlaceGangResponse as _spillway_v1_PlaceGangResponse, PlaceGangResponse__Output as _spillway_v1_PlaceGangResponse__Output } from './spillway/v1/PlaceGangResponse.js';
 import type { PlaceRequest as _spillway_v1_PlaceRequest, PlaceRequest__Output as _spillway_v1_PlaceRequest__Output } from './spillway/v1/PlaceRequest.js';
 import type { PlaceResponse as _spillway_v1_PlaceResponse, PlaceResponse__Output as _spillway_v1_PlaceResponse__Output } from './spillway/v1/PlaceResponse.js';
 import type { PlacementServiceClient as _spillway_v1_PlacementServiceClient, PlacementServiceDefinition as _spillway_v1_PlacementServiceDefinition } from './spillway/v1/PlacementService.js';
@@ -25,6 +27,8 @@ export interface ProtoGrpcType {
       CandidateVerdict: MessageTypeDefinition<_spillway_v1_CandidateVerdict, _spillway_v1_CandidateVerdict__Output>
       Heartbeat: MessageTypeDefinition<_spillway_v1_Heartbeat, _spillway_v1_Heartbeat__Output>
       LabelRequirement: MessageTypeDefinition<_spillway_v1_LabelRequirement, _spillway_v1_LabelRequirement__Output>
+      PlaceGangRequest: MessageTypeDefinition<_spillway_v1_PlaceGangRequest, _spillway_v1_PlaceGangRequest__Output>
+      PlaceGangResponse: MessageTypeDefinition<_spillway_v1_PlaceGangResponse, _spillway_v1_PlaceGangResponse__Output>
       PlaceRequest: MessageTypeDefinition<_spillway_v1_PlaceRequest, _spillway_v1_PlaceRequest__Output>
       PlaceResponse: MessageTypeDefinition<_spillway_v1_PlaceResponse, _spillway_v1_PlaceResponse__Output>
       /**

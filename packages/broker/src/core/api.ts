@@ -9,6 +9,7 @@ import type {
   IssuedJoinToken,
   LabelOperator,
   PeeringView,
+  GangPlacementResult,
   PlacementResult,
   TolerationOperator,
 } from '@spillway/api/rest';
@@ -35,6 +36,7 @@ export type {
   ClusterDetail,
   ClusterState,
   ClusterView,
+  GangPlacementResult,
   IssuedJoinToken,
   PeeringView,
   PlacementResult,
@@ -93,6 +95,16 @@ export interface PlacementRequest {
   tolerations: Toleration[];
   cpuMillis: number;
   memoryBytes: number;
+  /** Restrict to these donors; empty for all peered donors. */
+  donors: string[];
+  policy?: PlacementPolicy;
+}
+
+/** Pods placed together on one donor, or not at all. */
+export interface GangPlacementRequest {
+  gang: string;
+  /** Each member's own ask; gpus may be 0 for a member that only goes with the gang. */
+  members: PlacementRequest[];
   /** Restrict to these donors; empty for all peered donors. */
   donors: string[];
   policy?: PlacementPolicy;
@@ -207,6 +219,14 @@ export interface BrokerCore {
   place(origin: string, request: PlacementRequest): Promise<PlacementResult>;
   /** place() without reserving: `simulated: true` and an empty reservation id. */
   simulate(origin: string, request: PlacementRequest): Promise<PlacementResult>;
+  /**
+   * Reserves every member of a gang on one donor (each on one of its nodes) in one atomic
+   * store step, or none. Members that hold a live reservation already keep it; the rest go
+   * to the same donor. Refused with the reason: the largest free donor and what it lacks.
+   */
+  placeGang(origin: string, request: GangPlacementRequest): Promise<GangPlacementResult>;
+  /** placeGang() without reserving: `simulated: true`, empty reservation ids. */
+  simulateGang(origin: string, request: GangPlacementRequest): Promise<GangPlacementResult>;
   /** Only the reservation's origin may release it. */
   release(origin: string, reservationId: string, reason: string): Promise<boolean>;
   /**

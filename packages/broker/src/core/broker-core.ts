@@ -27,6 +27,8 @@ import type {
   PeeringInput,
   PeeringState,
   PeeringView,
+  GangPlacementRequest,
+  GangPlacementResult,
   PlacementRequest,
   PlacementResult,
   PodStatusReport,
@@ -38,6 +40,7 @@ import { Identity } from './identity.js';
 import { Lending } from './lending.js';
 import { withPeers } from './lookup.js';
 import { Peerings } from './peerings.js';
+import { GangPlacement } from './gang-placement.js';
 import { Placement } from './placement.js';
 import { Readiness } from './readiness.js';
 import { Reaper } from './reaper.js';
@@ -111,6 +114,7 @@ export class Core implements BrokerCore {
   private readonly streams: Streams;
   private readonly peerings: Peerings;
   private readonly placement: Placement;
+  private readonly gangs: GangPlacement;
   private readonly reports: Capacity;
   private readonly lending: Lending;
   private readonly reaper: Reaper;
@@ -167,6 +171,7 @@ export class Core implements BrokerCore {
     this.clusters = new Clusters(this.deps, readiness, this.identity, this.lending);
     this.streams = new Streams(this.deps, readiness, this.lending);
     this.placement = new Placement(this.deps, this.lending);
+    this.gangs = new GangPlacement(this.deps, this.lending, this.placement);
     this.reports = new Capacity(this.deps, readiness);
     this.reaper = new Reaper(this.deps, readiness, this.identity, this.lending);
   }
@@ -282,6 +287,12 @@ export class Core implements BrokerCore {
   }
   simulate(origin: string, request: PlacementRequest): Promise<PlacementResult> {
     return this.placement.simulate(origin, request);
+  }
+  placeGang(origin: string, request: GangPlacementRequest): Promise<GangPlacementResult> {
+    return this.gangs.placeGang(origin, request);
+  }
+  simulateGang(origin: string, request: GangPlacementRequest): Promise<GangPlacementResult> {
+    return this.gangs.simulateGang(origin, request);
   }
   release(origin: string, reservationId: string, reason: string): Promise<boolean> {
     return this.placement.release(origin, reservationId, reason);

@@ -28,8 +28,8 @@ export class Placement {
     private readonly lending: Lending,
   ) {}
 
-  /** Every candidate donor as the engine sees it (the full evaluation: simulate, refusals). */
-  private async snapshot(origin: string, only: readonly string[]): Promise<PlacementSnapshot> {
+  /** Every candidate donor as the engine sees it (the full evaluation: simulate, refusals, gangs). */
+  async snapshot(origin: string, only: readonly string[]): Promise<PlacementSnapshot> {
     const { view } = this.deps;
     await view.ready();
     const restrict = new Set(only);

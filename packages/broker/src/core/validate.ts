@@ -1,10 +1,12 @@
-import { invalid, validateClusterId } from '@spillway/common';
+import { SpillwayError, invalid, validateClusterId } from '@spillway/common';
+import { MAX_GANG_MEMBERS } from '../store/gang.js';
 import type {
   CapacityFilter,
   ClusterPatch,
   JoinTokenInput,
   LabelRequirement,
   PeeringInput,
+  GangPlacementRequest,
   PlacementRequest,
   PodStatusReport,
   Toleration,
@@ -103,7 +105,12 @@ export function validatePlacementPolicy(v: unknown, field = 'policy'): Placement
 }
 
 /** A normalized copy of the request; the pod's origin must be the caller. */
-export function validatePlacementRequest(origin: string, r: PlacementRequest): PlacementRequest {
+export function validatePlacementRequest(
+  origin: string,
+  r: PlacementRequest,
+  /** 0 for a gang member that goes with its gang (a Ray head, a launcher). */
+  minGpus = 1,
+): PlacementRequest {
   if (!isObject(r)) throw invalid('request', 'must be an object');
   if (!isObject(r.pod)) throw invalid('pod', 'is required');
   const pod = {
@@ -125,8 +132,8 @@ export function validatePlacementRequest(origin: string, r: PlacementRequest): P
   if (typeof r.gpus !== 'number' || !Number.isInteger(r.gpus)) {
     throw invalid('gpus', `must be a whole number of GPUs, got ${JSON.stringify(r.gpus)}`);
   }
-  if (r.gpus < 1 || r.gpus > MAX_GPUS_PER_POD) {
-    throw invalid('gpus', `must be from 1 to ${MAX_GPUS_PER_POD}, got ${r.gpus}`);
+  if (r.gpus < minGpus || r.gpus > MAX_GPUS_PER_POD) {
+    throw invalid('gpus', `must be from ${minGpus} to ${MAX_GPUS_PER_POD}, got ${r.gpus}`);
   }
   const cpuMillis = int(r.cpuMillis ?? 0, 'cpuMillis', 0, Number.MAX_SAFE_INTEGER);
   const memoryBytes = int(r.memoryBytes ?? 0, 'memoryBytes', 0, Number.MAX_SAFE_INTEGER);
@@ -323,4 +330,48 @@ export function validateCapacityFilter(f: CapacityFilter): CapacityFilter {
     out.minGpuMemoryMiB = int(f.minGpuMemoryMiB, 'minGpuMemoryMiB', 0, Number.MAX_SAFE_INTEGER);
   }
   return out;
+}
+
+/** A gang request's checks: a name, 1 to MAX_GANG_MEMBERS valid members, no pod twice. */
+export function validateGangPlacementRequest(
+  origin: string,
+  r: GangPlacementRequest,
+): GangPlacementRequest {
+  if (!isObject(r)) throw invalid('request', 'must be an object');
+  const gang = text(r.gang, 'gang', { max: 253 });
+  if (!Array.isArray(r.members) || r.members.length === 0) {
+    throw invalid('members', 'must list at least one member');
+  }
+  if (r.members.length > MAX_GANG_MEMBERS) {
+    throw invalid(
+      'members',
+      `must list at most ${MAX_GANG_MEMBERS} members, got ${r.members.length}`,
+    );
+  }
+  const uids = new Set<string>();
+  const members = r.members.map((m, i) => {
+    let out: PlacementRequest;
+    try {
+      out = validatePlacementRequest(origin, { ...m, donors: [] }, 0);
+    } catch (err) {
+      if (!(err instanceof SpillwayError)) throw err;
+      throw invalid(`members[${i}].${err.field ?? 'request'}`, err.message.replace(/^[^:]*: /, ''));
+    }
+    if (uids.has(out.pod.uid))
+      throw invalid(`members[${i}].pod.uid`, `pod uid ${out.pod.uid} appears twice`);
+    uids.add(out.pod.uid);
+    return out;
+  });
+  if (members.every((m) => m.gpus === 0)) {
+    throw invalid('members', 'at least one member must ask for GPUs');
+  }
+  const donors = stringList(r.donors ?? [], 'donors', 256).map((d, i) =>
+    validateClusterId(d, `donors[${i}]`),
+  );
+  return {
+    gang,
+    members,
+    donors,
+    ...(r.policy === undefined ? {} : { policy: validatePlacementPolicy(r.policy) }),
+  };
 }

@@ -113,6 +113,7 @@ const NOTED_CALLS: Record<NotedWrite, (s: Store) => Promise<unknown>> = {
   applyCapacity: (s) =>
     s.applyCapacity('donor-a', { full: true, nodes: [node], removedNodes: [], sequence: 1 }, at(0)),
   reserve: (s) => s.reserve(ask('u1'), at(0)),
+  reserveGang: (s) => s.reserveGang({ gang: 'g', members: [ask('g1'), ask('g2')] }, at(0)),
   extend: (s) => s.extend('r-u1', at(120_000)),
   release: (s) => s.release('r-u1', 'test', at(2000)),
   endByPod: async (s) => {

@@ -8,6 +8,8 @@ import type {
   ConnectionRecord,
   JoinTokenRecord,
   PeeringRecord,
+  GangReserveRequest,
+  GangReserveResult,
   ReservationFilter,
   ReservationRecord,
   ReserveRequest,
@@ -55,6 +57,7 @@ export const STORE_METHODS = {
   deleteConnection: 'noted',
   listConnections: 'read',
   reserve: 'noted',
+  reserveGang: 'noted',
   release: 'noted',
   endByPod: 'noted',
   extend: 'noted',
@@ -264,6 +267,12 @@ export class ViewedStore implements Store {
   async reserve(req: ReserveRequest, now: Date): Promise<ReserveResult> {
     const res = await this.inner.reserve(req, now);
     if (res.ok) this.view.noteReservation(res.reservation);
+    return res;
+  }
+
+  async reserveGang(req: GangReserveRequest, now: Date): Promise<GangReserveResult> {
+    const res = await this.inner.reserveGang(req, now);
+    if (res.ok) for (const r of res.reservations) this.view.noteReservation(r);
     return res;
   }
 

@@ -87,7 +87,7 @@ export function int(
   return n;
 }
 
-function list<T>(value: T[] | undefined | null, field: string, max: number): T[] {
+export function list<T>(value: T[] | undefined | null, field: string, max: number): T[] {
   const v = value ?? [];
   if (!Array.isArray(v)) throw invalid(field, 'must be a list');
   if (v.length > max) throw invalid(field, `at most ${max} entries (got ${v.length})`);
@@ -267,11 +267,15 @@ function tolerationFromProto(t: Toleration__Output, field: string): Toleration {
 }
 
 /** Validates a PlaceRequest; the pod's origin must be the caller (checked by the handler). */
-export function placeRequestFromProto(r: PlaceRequest__Output): PlacementRequest {
+export function placeRequestFromProto(
+  r: PlaceRequest__Output,
+  /** 0 for a gang member that only goes with its gang. */
+  minGpus = 1,
+): PlacementRequest {
   return {
     pod: podRefFromProto(r.pod, 'pod'),
     resource: resourceName(r.resource_name, 'resource_name'),
-    gpus: int(r.gpus, 'gpus', { min: 1, max: LIMITS.gpusPerPod }),
+    gpus: int(r.gpus, 'gpus', { min: minGpus, max: LIMITS.gpusPerPod }),
     nodeRequirements: list(r.node_requirements, 'node_requirements', LIMITS.requirements).map(
       (q, i) => requirementFromProto(q, `node_requirements[${i}]`),
     ),

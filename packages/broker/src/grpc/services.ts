@@ -11,6 +11,8 @@ import type {
   ListPodsResponse,
   LogChunk,
   LogsRequest__Output,
+  PlaceGangRequest__Output,
+  PlaceGangResponse,
   PlaceRequest__Output,
   PlaceResponse,
   ReleaseRequest__Output,
@@ -21,6 +23,7 @@ import type {
 import { ErrorCode, SpillwayError, invalid, type Logger } from '@spillway/common';
 import type { BrokerCore } from '../core/api.js';
 import type { AuthenticatedCall, PeerIdentity } from './auth.js';
+import { gangResultToProto, placeGangRequestFromProto } from './convert-gang.js';
 import {
   clusterId as clusterIdField,
   dnsName,
@@ -233,6 +236,24 @@ export function createServiceHandlers(deps: ServiceDeps) {
       }
       return placementResultToProto(await core.place(caller, request));
     }),
+    PlaceGang: unary<PlaceGangRequest__Output, PlaceGangResponse>(
+      'PlaceGangRequest',
+      true,
+      async (req, peer) => {
+        const caller = peer!.clusterId;
+        const request = placeGangRequestFromProto(req);
+        request.members.forEach((m, i) => {
+          if (m.pod.originCluster !== caller) {
+            throw new SpillwayError(
+              ErrorCode.PERMISSION_DENIED,
+              `members[${i}].pod.origin_cluster: ${m.pod.originCluster} is not the caller (${caller})`,
+              { field: `members[${i}].pod.origin_cluster` },
+            );
+          }
+        });
+        return gangResultToProto(await core.placeGang(caller, request));
+      },
+    ),
     Release: unary<ReleaseRequest__Output, ReleaseResponse>(
       'ReleaseRequest',
       true,

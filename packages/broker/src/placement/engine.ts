@@ -301,7 +301,7 @@ export function quotaHeadroom(
   return Math.max(0, room);
 }
 
-function quotaViolation(
+export function quotaViolation(
   policy: DonorPolicy,
   peering: PeeringRecord | undefined,
   origin: string,
@@ -352,7 +352,7 @@ function scoreOf(policy: PlacementPolicy, freeAfter: number, cost: number): numb
   }
 }
 
-function describeAsk(request: PlacementRequest): string {
+export function describeAsk(request: PlacementRequest): string {
   let what = `${request.gpus} ${request.resource}`;
   const product = request.nodeRequirements.find(
     (r) => r.key === GPU_PRODUCT_LABEL && r.operator === 'In',
@@ -439,6 +439,61 @@ export function openByNode(
   return out;
 }
 
+/** Whether a donor takes part in a placement for `origin` at all, and if not, why. */
+export type DonorGate =
+  | { reject: string; peered: boolean; down?: string }
+  | {
+      reject?: undefined;
+      peered: true;
+      down?: undefined;
+      peering: PeeringRecord;
+      nodes: NodeInventory[];
+    };
+
+/**
+ * The donor-level checks every placement makes before looking at nodes: a donor role, a
+ * live peering with the origin, ready and uncordoned, nodes reported (sorted by name).
+ */
+export function donorGate(
+  d: DonorSnapshot,
+  origin: string,
+  now: Date,
+  heartbeatTimeoutMs: number,
+): DonorGate {
+  const id = d.cluster.id;
+  if (d.cluster.role === 'origin')
+    return { reject: `${id}: not a donor (role origin)`, peered: false };
+  if (!d.peering) return { reject: `${id}: not peered with origin ${origin}`, peered: false };
+  if (d.peering.deletingSince !== undefined) {
+    return { reject: `${id}: peering with origin ${origin} is being removed`, peered: false };
+  }
+  const ready = clusterReadiness(
+    d.cluster,
+    d.agent,
+    now,
+    heartbeatTimeoutMs,
+    d.inventory !== undefined,
+  );
+  const downReason =
+    ready.state === 'Revoked'
+      ? 'revoked'
+      : d.cluster.policy.cordoned
+        ? 'cordoned'
+        : ready.state !== 'Ready'
+          ? ready.reason
+          : undefined;
+  if (downReason !== undefined)
+    return { reject: `${id}: ${downReason}`, peered: true, down: downReason };
+  const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) => compareNames(a.name, b.name));
+  if (nodes.length === 0) {
+    return {
+      reject: `${id}: ${d.inventory ? 'reports no nodes' : 'has not reported capacity yet'}`,
+      peered: true,
+    };
+  }
+  return { peered: true, peering: d.peering, nodes };
+}
+
 // ---------------------------------------------------------------------------------------
 // The engine
 
@@ -471,55 +526,22 @@ export function evaluatePlacement(
 
   for (const d of donors) {
     const id = d.cluster.id;
-    if (d.cluster.role === 'origin') {
-      reject(id, '', `${id}: not a donor (role origin)`);
+    const gate = donorGate(d, origin, now, heartbeatTimeoutMs);
+    if (gate.peered) peered++;
+    if (gate.down) down.push(`${id}: ${gate.down}`);
+    if (gate.reject !== undefined) {
+      reject(id, '', gate.reject);
       continue;
     }
-    if (!d.peering) {
-      reject(id, '', `${id}: not peered with origin ${origin}`);
-      continue;
-    }
-    if (d.peering.deletingSince !== undefined) {
-      reject(id, '', `${id}: peering with origin ${origin} is being removed`);
-      continue;
-    }
-    peered++;
-    const ready = clusterReadiness(
-      d.cluster,
-      d.agent,
-      now,
-      heartbeatTimeoutMs,
-      d.inventory !== undefined,
-    );
-    const downReason =
-      ready.state === 'Revoked'
-        ? 'revoked'
-        : d.cluster.policy.cordoned
-          ? 'cordoned'
-          : ready.state !== 'Ready'
-            ? ready.reason
-            : undefined;
-    if (downReason !== undefined) {
-      down.push(`${id}: ${downReason}`);
-      reject(id, '', `${id}: ${downReason}`);
-      continue;
-    }
-    const nodes = [...(d.inventory?.nodes ?? [])].sort((a, b) => compareNames(a.name, b.name));
-    if (nodes.length === 0) {
-      reject(
-        id,
-        '',
-        `${id}: ${d.inventory ? 'reports no nodes' : 'has not reported capacity yet'}`,
-      );
-      continue;
-    }
+    const nodes = gate.nodes;
+    const peering = gate.peering;
     const usage = usageOf(d.reservations);
-    const overQuota = quotaViolation(d.cluster.policy, d.peering, origin, usage, request.gpus);
+    const overQuota = quotaViolation(d.cluster.policy, peering, origin, usage, request.gpus);
     const {
       fits,
       nodeVerdicts,
       largestFree: donorLargest,
-    } = evaluateDonorNodes(d, d.peering, nodes, request, policy);
+    } = evaluateDonorNodes(d, peering, nodes, request, policy);
     largestFree = Math.max(largestFree, donorLargest);
     if (overQuota !== undefined) {
       // Quota is the reason only where a node would otherwise have taken the pod.

@@ -4,6 +4,7 @@ import fastify, { LogController, type FastifyInstance, type FastifyRequest } fro
 import {
   ErrorCode,
   SpillwayError,
+  invalid,
   parseDuration,
   toSpillwayError,
   type Logger,
@@ -26,6 +27,7 @@ import type {
   PeeringQuery,
   PeeringRequest,
   PeeringView,
+  GangPlacementResult,
   PlacementResult,
   SimulateRequest,
 } from '@spillway/api/rest';
@@ -433,12 +435,13 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
     );
 
     // `::` is fastify's escape for a literal colon (Google-style custom method).
-    api.post<{ Body: SimulateBody; Reply: PlacementResult }>(
+    api.post<{ Body: SimulateBody; Reply: PlacementResult | GangPlacementResult }>(
       `${API}/placements::simulate`,
       {
         config: { minRole: 'viewer' },
         schema: {
-          summary: 'Where a GPU pod would be placed, and why not elsewhere (reserves nothing)',
+          summary:
+            'Where a GPU pod, or a gang (members), would be placed, and why not elsewhere (reserves nothing)',
           tags: ['placements'],
           security,
           body: simulateBody,
@@ -460,6 +463,41 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
           value: t.value ?? '',
           effect: t.effect ?? '',
         }));
+        const ask = (
+          gpus: number,
+          cpuMillis?: number,
+          memoryBytes?: number,
+          name = 'simulated',
+        ) => ({
+          pod: {
+            originCluster: b.origin,
+            namespace: b.namespace ?? 'default',
+            name,
+            uid: `simulate-${randomUUID()}`,
+          },
+          resource: b.resource,
+          gpus,
+          nodeRequirements: requirements,
+          tolerations,
+          cpuMillis: cpuMillis ?? b.cpuMillis ?? 0,
+          memoryBytes: memoryBytes ?? b.memoryBytes ?? 0,
+          donors: [],
+        });
+        if (b.members !== undefined) {
+          if (b.gpus !== undefined)
+            throw invalid('gpus', 'give gpus for one pod or members for a gang, not both');
+          const gang = b.gang ?? 'simulated';
+          return core.simulateGang(b.origin, {
+            gang,
+            members: b.members.map((m, i) =>
+              ask(m.gpus, m.cpuMillis, m.memoryBytes, `${gang}-${i}`),
+            ),
+            donors: b.donors ?? [],
+            ...(b.policy === undefined ? {} : { policy: b.policy }),
+          });
+        }
+        if (b.gpus === undefined) throw invalid('gpus', 'is required (or members, for a gang)');
+        if (b.gpus < 1) throw invalid('gpus', `must be at least 1, got ${b.gpus}`);
         return core.simulate(b.origin, {
           pod: {
             originCluster: b.origin,

@@ -196,8 +196,25 @@ export const simulateBody = {
     donors: { type: 'array', items: clusterId, maxItems: 256, uniqueItems: true },
     policy: { type: 'string', enum: ['binpack', 'spread', 'cost'] },
     namespace: { ...qualifiedName, maxLength: 63 },
+    gang: { type: 'string', minLength: 1, maxLength: 253 },
+    members: {
+      type: 'array',
+      description: 'a gang: pods placed together on one donor (then leave out gpus)',
+      minItems: 1,
+      maxItems: 256,
+      items: {
+        type: 'object',
+        properties: {
+          gpus: { type: 'integer', minimum: 0, maximum: MAX_GPUS_PER_POD },
+          cpuMillis: { type: 'integer', minimum: 0, maximum: 100_000_000 },
+          memoryBytes: { type: 'integer', minimum: 0, maximum: 1e15 },
+        },
+        required: ['gpus'],
+        additionalProperties: false,
+      },
+    },
   },
-  required: ['origin', 'gpus'],
+  required: ['origin'],
   additionalProperties: false,
 } as const;
 

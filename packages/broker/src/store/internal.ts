@@ -32,15 +32,18 @@ function requireLimit(value: unknown, field: string): void {
 }
 
 /** Throws INVALID_ARGUMENT naming the first bad field of a reserve request. */
-export function validateReserveRequest(req: ReserveRequest): void {
+export function validateReserveRequest(req: ReserveRequest, minGpus = 1): void {
   requireText(req.id, 'id');
   requireText(req.origin, 'origin');
   requireText(req.donor, 'donor');
   requireText(req.node, 'node');
   requireText(req.resource, 'resource');
   requireText(req.pod?.uid, 'pod.uid');
-  if (!Number.isInteger(req.gpus) || req.gpus < 1) {
-    throw invalid('gpus', `must be a positive integer, got ${String(req.gpus)}`);
+  if (!Number.isInteger(req.gpus) || req.gpus < minGpus) {
+    throw invalid(
+      'gpus',
+      `must be ${minGpus === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(req.gpus)}`,
+    );
   }
   if (!Number.isFinite(req.ttlMs) || req.ttlMs <= 0) {
     throw invalid('ttlMs', `must be a positive number of milliseconds, got ${String(req.ttlMs)}`);

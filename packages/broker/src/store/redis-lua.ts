@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { RESERVE_GANG_LUA_BODY } from './redis-gang-lua.js';
 
 /*
  * The Redis store's Lua scripts (data layout in redis-codec.ts). Every change that reads before it
@@ -206,6 +207,8 @@ redis.call('HINCRBY', uk, 'total', gpus)
 redis.call('HINCRBY', uk, 'o:' .. origin, gpus)
 return {'OK'}
 `,
+  // See redis-gang.ts.
+  reserveGang: `${RESERVABLE_GPUS_LUA}${RESERVE_GANG_LUA_BODY}`,
   // ARGV: P, id, reason, endedAt, endedMs
   release: `${FINISH_LUA}
 return finish(ARGV[1], ARGV[2], 'released', ARGV[3], ARGV[4], ARGV[5])

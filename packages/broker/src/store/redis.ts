@@ -16,6 +16,8 @@ import type {
   JoinTokenRecord,
   NodeInventory,
   PeeringRecord,
+  GangReserveRequest,
+  GangReserveResult,
   ReservationFilter,
   ReservationRecord,
   ReserveRequest,
@@ -52,6 +54,8 @@ import {
 } from './redis-codec.js';
 import { openRedisFeed } from './redis-feed.js';
 import { LUA, SHA, type ScriptName } from './redis-lua.js';
+import { validateGangReserveRequest } from './gang.js';
+import { gangScriptArgs, gangScriptResult } from './redis-gang.js';
 
 export { redisClientOptions } from './redis-client.js';
 
@@ -517,6 +521,15 @@ export class RedisStore implements Store {
             `redis store: unexpected reserve reply ${String(reply[0])}`,
           );
       }
+    });
+  }
+
+  async reserveGang(req: GangReserveRequest, now: Date): Promise<GangReserveResult> {
+    validateGangReserveRequest(req);
+    return this.op(async () => {
+      const { args, records } = gangScriptArgs(req, now);
+      const reply = (await this.script('reserveGang', args)) as string[];
+      return gangScriptResult(req, records, reply);
     });
   }
 

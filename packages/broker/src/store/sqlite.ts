@@ -19,6 +19,8 @@ import type {
   JoinTokenRecord,
   NodeInventory,
   PeeringRecord,
+  GangReserveRequest,
+  GangReserveResult,
   ReservationFilter,
   ReservationRecord,
   ReservationState,
@@ -50,6 +52,8 @@ import {
   toToken,
   type Row,
 } from './sqlite-codec.js';
+import { GangRefused, validateGangReserveRequest } from './gang.js';
+import { reserveGangInTx } from './sqlite-gang.js';
 import { bindReported, reserveInTx } from './sqlite-reserve.js';
 import { FINISHED_SQL, LIVE_SQL, MIGRATIONS, SQLITE_SCHEMA_VERSION } from './sqlite-schema.js';
 
@@ -462,6 +466,18 @@ export class SqliteStore implements Store {
       return this.tx((): ReserveResult => {
         return reserveInTx(this.q.bind(this), req, now);
       });
+    });
+  }
+
+  reserveGang(req: GangReserveRequest, now: Date): Promise<GangReserveResult> {
+    return this.run(() => {
+      validateGangReserveRequest(req);
+      try {
+        return this.tx(() => reserveGangInTx(this.q.bind(this), req, now));
+      } catch (err) {
+        if (err instanceof GangRefused) return err.result;
+        throw err;
+      }
     });
   }
 

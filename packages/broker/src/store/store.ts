@@ -8,6 +8,8 @@ import type {
   ConnectionRecord,
   JoinTokenRecord,
   PeeringRecord,
+  GangReserveRequest,
+  GangReserveResult,
   ReservationFilter,
   ReservationRecord,
   ReserveRequest,
@@ -99,6 +101,13 @@ export interface Store {
    * never promised twice.
    */
   reserve(req: ReserveRequest, now: Date): Promise<ReserveResult>;
+  /**
+   * A gang's reserve(): every member's checks as reserve() makes them, each member seeing
+   * the GPUs the members before it took, and the gang's total within the limits; then all
+   * reservations recorded as open. One SQLite transaction / one Redis Lua script: every
+   * member is reserved, or none (a refusal names the member). Members may ask for 0 GPUs.
+   */
+  reserveGang(req: GangReserveRequest, now: Date): Promise<GangReserveResult>;
   /** open/bound -> released. Returns the record, or undefined if unknown or finished. */
   release(id: string, reason: string, now: Date): Promise<ReservationRecord | undefined>;
   /** bound/open -> ended (the pod is gone on the donor). */

@@ -10,9 +10,11 @@ import {
   virtualNodeName,
   type Logger,
 } from '@spillway/common';
+import type { Reservation__Output } from '@spillway/api';
 import type { DonorChange } from '../donors.js';
 import { REASON_CANNOT_OFFLOAD, REASON_NOT_OFFLOADED } from '../events.js';
 import { originFit } from '../forge/origin-fit.js';
+import { GangBinder } from './gang.js';
 import { bindingFor, offloadCandidacy, placeRequestFor } from '../forge/placement.js';
 import { offloadRefusal } from '../forge/refusal.js';
 import {
@@ -56,9 +58,17 @@ export class OverflowBinder {
   /** Pods kept home because no donor would run them, by uid → the reason they were told. */
   private readonly refused = new Map<string, string>();
 
+  private readonly gangs: GangBinder;
+
   constructor(private readonly ctx: ShimContext) {
     this.log = ctx.logger.child({ controller: 'overflow-binder' });
     this.queue = new WorkQueue<string>(BINDER_QUEUE);
+    this.gangs = new GangBinder(ctx, {
+      queue: this.queue,
+      bind: (key, pod, r) => this.bindReserved(key, pod, r),
+      waiting: this.waiting,
+      log: this.log,
+    });
   }
 
   start(): void {
@@ -146,6 +156,8 @@ export class OverflowBinder {
       return;
     }
     this.refused.delete(pod.metadata?.uid ?? '');
+    // A pod of a gang goes with its gang, all members together, or not at all.
+    if (await this.gangs.reconcile(pod)) return;
     const waited = Date.now() - c.unschedulableSince;
     if (waited < ctx.config.gracePeriod) {
       // Waiting only helps when some origin node could run the pod once room is made.
@@ -219,6 +231,16 @@ export class OverflowBinder {
       this.queue.addAfter(key, delay);
       return;
     }
+    await this.bindReserved(key, pod, reservation);
+  }
+
+  /**
+   * Binds a pod the broker reserved GPUs for to its donor's virtual node; the reservation is
+   * released when the pod cannot be bound (removed, bound by the scheduler first).
+   */
+  async bindReserved(key: string, pod: V1Pod, reservation: Reservation__Output): Promise<void> {
+    const { ctx } = this;
+    const { namespace, name } = splitKey(key);
     const nodeName = virtualNodeName(reservation.donor_cluster);
     const node = ctx.nodes.informer.get(nodeName);
     const release = async (reason: string): Promise<void> => {

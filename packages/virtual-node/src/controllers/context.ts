@@ -1,6 +1,7 @@
 import type {
   CoordinationV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   V1Namespace,
   V1Node,
   V1Pod,
@@ -40,6 +41,8 @@ export interface ShimContext {
   namespaces: ManagedInformer<V1Namespace> | undefined;
   nodeOptions: VirtualNodeOptions;
   logger: Logger;
+  /** Reads the objects that say how big a gang is (JobSet, PodGroup, Job, RayCluster, ...). */
+  customObjects?: CustomObjectsApi;
 }
 
 export function podKey(pod: { metadata?: { namespace?: string; name?: string } }): string {

@@ -141,3 +141,10 @@ export const NOT_READY_SLACK_MS = 50;
 
 /** A removed peering's node waits for its pods to be failed or gone; look again this soon. */
 export const NODE_REMOVAL_RECHECK_MS = 1_000;
+
+/** How soon a gang waiting for its pods looks again (any pod of it changing requeues too). */
+export const GANG_RECHECK_MS = 2_000;
+/** How often a gang past --gang-timeout looks again. */
+export const GANG_GAVE_UP_RECHECK_MS = 60_000;
+/** How long a gang's owning object (JobSet, PodGroup, Job, ...) read is reused. */
+export const GANG_OWNER_CACHE_MS = 15_000;

@@ -87,6 +87,8 @@ export interface PlacementContext {
   donorOfNode: (nodeName: string) => string | undefined;
   /** Restrict the placement to these donors (a pod bound to a virtual node by others). */
   donors?: readonly string[];
+  /** A gang member that asks for no GPU goes with its gang: 0 of this resource. */
+  noGpuResource?: string;
 }
 
 interface Requirements {
@@ -187,7 +189,9 @@ export function placeRequestFor(
   const uid = pod.metadata?.uid;
   const name = pod.metadata?.name;
   if (!uid || !name) return { error: 'the pod has no name or uid' };
-  const demand = gpuDemand(pod, ctx.gpuResources);
+  const demand =
+    gpuDemand(pod, ctx.gpuResources) ??
+    (ctx.noGpuResource ? { resource: ctx.noGpuResource, gpus: 0 } : undefined);
   if (!demand) return { error: `the pod requests none of ${ctx.gpuResources.join(', ')}` };
   if ('error' in demand) return demand;
   const reqs = requirementsOf(pod, ctx);

@@ -3,6 +3,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { PlaceGangRequest as _spillway_v1_PlaceGangRequest, PlaceGangRequest__Output as _spillway_v1_PlaceGangRequest__Output } from '../../spillway/v1/PlaceGangRequest.js';
+import type { PlaceGangResponse as _spillway_v1_PlaceGangResponse, PlaceGangResponse__Output as _spillway_v1_PlaceGangResponse__Output } from '../../spillway/v1/PlaceGangResponse.js';
 import type { PlaceRequest as _spillway_v1_PlaceRequest, PlaceRequest__Output as _spillway_v1_PlaceRequest__Output } from '../../spillway/v1/PlaceRequest.js';
 import type { PlaceResponse as _spillway_v1_PlaceResponse, PlaceResponse__Output as _spillway_v1_PlaceResponse__Output } from '../../spillway/v1/PlaceResponse.js';
 import type { ReleaseRequest as _spillway_v1_ReleaseRequest, ReleaseRequest__Output as _spillway_v1_ReleaseRequest__Output } from '../../spillway/v1/ReleaseRequest.js';
@@ -22,6 +24,23 @@ export interface PlacementServiceClient extends grpc.Client {
   place(argument: _spillway_v1_PlaceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_PlaceResponse__Output>): grpc.ClientUnaryCall;
   place(argument: _spillway_v1_PlaceRequest, callback: grpc.requestCallback<_spillway_v1_PlaceResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * Reserves every member of a gang on one donor (each member on one of its nodes) in one
+   * atomic step, or none: pods that only work together are never split.
+   */
+  PlaceGang(argument: _spillway_v1_PlaceGangRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  PlaceGang(argument: _spillway_v1_PlaceGangRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  PlaceGang(argument: _spillway_v1_PlaceGangRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  PlaceGang(argument: _spillway_v1_PlaceGangRequest, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Reserves every member of a gang on one donor (each member on one of its nodes) in one
+   * atomic step, or none: pods that only work together are never split.
+   */
+  placeGang(argument: _spillway_v1_PlaceGangRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  placeGang(argument: _spillway_v1_PlaceGangRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  placeGang(argument: _spillway_v1_PlaceGangRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  placeGang(argument: _spillway_v1_PlaceGangRequest, callback: grpc.requestCallback<_spillway_v1_PlaceGangResponse__Output>): grpc.ClientUnaryCall;
+  
   Release(argument: _spillway_v1_ReleaseRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_ReleaseResponse__Output>): grpc.ClientUnaryCall;
   Release(argument: _spillway_v1_ReleaseRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_spillway_v1_ReleaseResponse__Output>): grpc.ClientUnaryCall;
   Release(argument: _spillway_v1_ReleaseRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_spillway_v1_ReleaseResponse__Output>): grpc.ClientUnaryCall;
@@ -40,11 +59,18 @@ export interface PlacementServiceClient extends grpc.Client {
 export interface PlacementServiceHandlers extends grpc.UntypedServiceImplementation {
   Place: grpc.handleUnaryCall<_spillway_v1_PlaceRequest__Output, _spillway_v1_PlaceResponse>;
   
+  /**
+   * Reserves every member of a gang on one donor (each member on one of its nodes) in one
+   * atomic step, or none: pods that only work together are never split.
+   */
+  PlaceGang: grpc.handleUnaryCall<_spillway_v1_PlaceGangRequest__Output, _spillway_v1_PlaceGangResponse>;
+  
   Release: grpc.handleUnaryCall<_spillway_v1_ReleaseRequest__Output, _spillway_v1_ReleaseResponse>;
   
 }
 
 export interface PlacementServiceDefinition extends grpc.ServiceDefinition {
   Place: MethodDefinition<_spillway_v1_PlaceRequest, _spillway_v1_PlaceResponse, _spillway_v1_PlaceRequest__Output, _spillway_v1_PlaceResponse__Output>
+  PlaceGang: MethodDefinition<_spillway_v1_PlaceGangRequest, _spillway_v1_PlaceGangResponse, _spillway_v1_PlaceGangRequest__Output, _spillway_v1_PlaceGangResponse__Output>
   Release: MethodDefinition<_spillway_v1_ReleaseRequest, _spillway_v1_ReleaseResponse, _spillway_v1_ReleaseRequest__Output, _spillway_v1_ReleaseResponse__Output>
 }
