@@ -337,3 +337,62 @@ export interface HealthResponse {
 /** GET /readyz: 200 when the store answers, 503 otherwise. */
 export type ReadyResponse =
   { status: 'ready'; store: string } | { status: 'unavailable'; store: string; reason: string };
+
+// ---------------------------------------------------------------------------------------
+// Usage ledger: GET /usage
+
+/** What usage can be grouped by: the ledger's keys. */
+export type UsageKey = 'origin' | 'namespace' | 'donor' | 'product' | 'resource';
+
+/**
+ * One offloaded pod in the ledger: its GPUs from the moment the donor reported it bound
+ * (`start`) to its end (`end`, absent while it runs). Keyed by its reservation; kept after
+ * the reservation itself is pruned.
+ */
+export interface UsageRecord {
+  reservation: string;
+  origin: string;
+  namespace: string;
+  pod: string;
+  donor: string;
+  node: string;
+  /** The donor node's nvidia.com/gpu.product when the pod was bound ('' if unknown). */
+  product: string;
+  resource: string;
+  gpus: number;
+  start: string;
+  end?: string;
+}
+
+/** Query values are strings on the wire. */
+export interface UsageQuery {
+  /** RFC 3339; default: the start of the ledger. */
+  from?: string;
+  /** RFC 3339; default: now. Running pods count up to `to` (or now, if earlier). */
+  to?: string;
+  /** Comma-separated UsageKeys, e.g. `origin,donor`; empty for one total row. */
+  by?: string;
+  /** `csv` answers text/csv (as does Accept: text/csv); default JSON. */
+  format?: 'json' | 'csv';
+}
+
+export interface UsageRow {
+  origin?: string;
+  namespace?: string;
+  donor?: string;
+  product?: string;
+  resource?: string;
+  /** GPU-seconds within [from, to). */
+  gpuSeconds: number;
+  gpuHours: number;
+  /** Pods that used GPUs within [from, to). */
+  pods: number;
+}
+
+export interface UsageReport {
+  from: string;
+  to: string;
+  by: UsageKey[];
+  rows: UsageRow[];
+  total: { gpuSeconds: number; gpuHours: number; pods: number };
+}

@@ -12,6 +12,7 @@ import type {
   ReservationRecord,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { Store, ViewFeed } from '../store/store.js';
 import type { StoreView } from './view.js';
@@ -67,6 +68,9 @@ export const STORE_METHODS = {
   usage: 'read',
   // Deletes finished reservations only; the view holds live ones.
   pruneFinished: 'not-in-view',
+  // The ledger: history the view does not hold.
+  recordUsage: 'not-in-view',
+  listUsage: 'read',
   openFeed: 'read',
   putApiToken: 'not-in-view',
   getApiToken: 'read',
@@ -310,6 +314,16 @@ export class ViewedStore implements Store {
 
   usage(donor: string): Promise<{ total: number; byOrigin: Record<string, number> }> {
     return this.inner.usage(donor);
+  }
+
+  // ---- usage ledger: history, not in the view
+
+  recordUsage(record: UsageRecord): Promise<void> {
+    return this.inner.recordUsage(record);
+  }
+
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]> {
+    return this.inner.listUsage(from, to);
   }
 
   private noted(r: ReservationRecord | undefined): ReservationRecord | undefined {

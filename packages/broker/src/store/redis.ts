@@ -20,6 +20,7 @@ import type {
   ReservationRecord,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { Store, ViewFeed } from './store.js';
 import {
@@ -51,6 +52,7 @@ import {
   type Hash,
 } from './redis-codec.js';
 import { openRedisFeed } from './redis-feed.js';
+import { listUsageRedis, recordUsageRedis } from './redis-ledger.js';
 import { LUA, SHA, type ScriptName } from './redis-lua.js';
 
 export { redisClientOptions } from './redis-client.js';
@@ -636,6 +638,16 @@ export class RedisStore implements Store {
         if (n < batch) return total;
       }
     });
+  }
+
+  // Usage ledger (redis-ledger.ts).
+
+  recordUsage(r: UsageRecord): Promise<void> {
+    return this.op(() => recordUsageRedis(this.client, this.prefix, r));
+  }
+
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]> {
+    return this.op(() => listUsageRedis(this.client, this.prefix, from, to));
   }
 
   // REST API tokens.

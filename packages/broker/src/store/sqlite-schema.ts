@@ -1,4 +1,5 @@
 import { FINISHED_STATES, LIVE_STATES } from './internal.js';
+import { LEDGER_MIGRATION } from './sqlite-ledger.js';
 
 /**
  * Each entry migrates the schema from version i to i+1. Append only: a released
@@ -52,6 +53,7 @@ export const MIGRATIONS: readonly string[] = [
     description TEXT NOT NULL, created_at TEXT NOT NULL
   ) STRICT;
   `,
+  LEDGER_MIGRATION,
 ];
 
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;
