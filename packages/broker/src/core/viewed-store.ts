@@ -95,6 +95,11 @@ export type ViewNotes = Pick<
   | 'connection'
 >;
 
+/** What the ledger hears of the reservations bound or ended through the ViewedStore. */
+export interface LedgerNotes {
+  note(reservations: readonly ReservationRecord[]): Promise<void>;
+}
+
 /**
  * A Store whose writes keep a StoreView current: after each successful write the view is
  * noted (and, through its feed, the other replicas). The core writes only through this, so
@@ -108,6 +113,8 @@ export class ViewedStore implements Store {
   constructor(
     readonly inner: Store,
     private readonly view: ViewNotes,
+    /** Hears every bind and end written here (the usage ledger). */
+    private readonly ledger?: LedgerNotes,
   ) {
     this.kind = inner.kind;
     const prune = inner.pruneFinished?.bind(inner);
@@ -217,6 +224,7 @@ export class ViewedStore implements Store {
     const bound = await this.inner.applyCapacity(clusterId, update, now);
     this.view.noteInventory(clusterId, await this.inner.getInventory(clusterId));
     for (const r of bound) this.view.noteReservation(r);
+    await this.ledger?.note(bound);
     return bound;
   }
 
@@ -272,7 +280,7 @@ export class ViewedStore implements Store {
   }
 
   async release(id: string, reason: string, now: Date): Promise<ReservationRecord | undefined> {
-    return this.noted(await this.inner.release(id, reason, now));
+    return this.ended(this.noted(await this.inner.release(id, reason, now)));
   }
 
   async endByPod(
@@ -280,7 +288,7 @@ export class ViewedStore implements Store {
     reason: string,
     now: Date,
   ): Promise<ReservationRecord | undefined> {
-    return this.noted(await this.inner.endByPod(podUid, reason, now));
+    return this.ended(this.noted(await this.inner.endByPod(podUid, reason, now)));
   }
 
   async extend(id: string, expiresAt: Date): Promise<ReservationRecord | undefined> {
@@ -328,6 +336,11 @@ export class ViewedStore implements Store {
 
   private noted(r: ReservationRecord | undefined): ReservationRecord | undefined {
     if (r) this.view.noteReservation(r);
+    return r;
+  }
+
+  private async ended(r: ReservationRecord | undefined): Promise<ReservationRecord | undefined> {
+    if (r) await this.ledger?.note([r]);
     return r;
   }
 }
