@@ -344,6 +344,15 @@ export type ReadyResponse =
 /** What usage can be grouped by: the ledger's keys. */
 export type UsageKey = 'origin' | 'namespace' | 'donor' | 'product' | 'resource';
 
+/** The keys in the order rows and CSV columns show them. */
+export const USAGE_KEYS: readonly UsageKey[] = [
+  'origin',
+  'namespace',
+  'donor',
+  'product',
+  'resource',
+];
+
 /**
  * One offloaded pod in the ledger: its GPUs from the moment the donor reported it bound
  * (`start`) to its end (`end`, absent while it runs). Keyed by its reservation; kept after
@@ -395,4 +404,22 @@ export interface UsageReport {
   by: UsageKey[];
   rows: UsageRow[];
   total: { gpuSeconds: number; gpuHours: number; pods: number };
+}
+
+/**
+ * A usage report as CSV (RFC 4180, CRLF): the `by` keys, then gpuSeconds, gpuHours, pods.
+ * What GET /usage?format=csv answers and `spillctl get usage -o csv` prints.
+ */
+export function usageCsv(report: UsageReport): string {
+  const cell = (v: string | number): string => {
+    const s = String(v);
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const lines = [[...report.by, 'gpuSeconds', 'gpuHours', 'pods'].join(',')];
+  for (const r of report.rows) {
+    lines.push(
+      [...report.by.map((k) => r[k] ?? ''), r.gpuSeconds, r.gpuHours, r.pods].map(cell).join(','),
+    );
+  }
+  return `${lines.join('\r\n')}\r\n`;
 }

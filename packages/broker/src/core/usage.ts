@@ -1,15 +1,8 @@
 import { invalid } from '@spillway/common';
-import type { UsageReport, UsageRow } from '@spillway/api/rest';
+import { USAGE_KEYS, type UsageReport, type UsageRow } from '@spillway/api/rest';
 import type { ReservationRecord, UsageKey, UsageRecord } from '../model.js';
 
-/** The keys usage can be grouped by, in the order rows and CSV columns show them. */
-export const USAGE_KEYS: readonly UsageKey[] = [
-  'origin',
-  'namespace',
-  'donor',
-  'product',
-  'resource',
-];
+export { USAGE_KEYS, usageCsv } from '@spillway/api/rest';
 
 /** What GET /usage and BrokerCore.usage() take, already parsed. */
 export interface UsageFilter {
@@ -126,19 +119,3 @@ export function aggregateUsage(
 
 const round3 = (n: number): number => Math.round(n * 1000) / 1000;
 const hours = (seconds: number): number => Math.round((seconds / 3600) * 1e6) / 1e6;
-
-/** The report as CSV (RFC 4180): the `by` keys, then gpuSeconds, gpuHours, pods. */
-export function usageCsv(report: UsageReport): string {
-  const cell = (v: string | number): string => {
-    const s = String(v);
-    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
-  const header = [...report.by, 'gpuSeconds', 'gpuHours', 'pods'];
-  const lines = [header.join(',')];
-  for (const r of report.rows) {
-    lines.push(
-      [...report.by.map((k) => r[k] ?? ''), r.gpuSeconds, r.gpuHours, r.pods].map(cell).join(','),
-    );
-  }
-  return `${lines.join('\r\n')}\r\n`;
-}

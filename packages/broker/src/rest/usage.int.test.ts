@@ -160,6 +160,7 @@ describe('GET /api/v1/usage on the real core', () => {
       phase: 'Succeeded',
       remoteNamespace: 'x',
       remoteName: 'y',
+      nodeName: 'n1',
       deleted: false,
     };
     await b.core.podStatus('donor-b', done);
