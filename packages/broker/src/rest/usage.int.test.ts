@@ -277,7 +277,7 @@ describe('GET /api/v1/usage on the real core', () => {
       {
         product: 'H100',
         gpuSeconds: 4 * 60 + (3_600_000 - 5_000) / 1000,
-        gpuHours: expect.any(Number),
+        gpuHours: 1.065278,
         pods: 2,
       },
     ]);
