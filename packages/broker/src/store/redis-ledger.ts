@@ -5,19 +5,19 @@ import { usageIdentity, validateUsageRecord } from './usage-record.js';
 
 /*
  * The usage ledger on Redis (P = key prefix):
- *   P usage:<reservation>  hash {record: JSON of the record without its times, startMs, endMs?}
- *   P usage:start          zset reservation -> startMs (overlap queries read start < to)
- * Reservation pruning never touches these keys.
+ *   P ledger:r:<reservation> hash {record: JSON of the record without its times, startMs, endMs?}
+ *   P ledger:start          zset reservation -> startMs (overlap queries read start < to)
+ * Reservation pruning never touches these keys (apart from usage:<donor>, the live counters).
  */
 
 // ARGV: P, reservation, startMs, record JSON, endMs or ''. One script: replicas recording the
 // same pod's report at once still count it once, and an end is set at most once.
 const RECORD_USAGE = `
 local P, id = ARGV[1], ARGV[2]
-local key = P .. 'usage:' .. id
+local key = P .. 'ledger:r:' .. id
 if redis.call('EXISTS', key) == 0 then
   redis.call('HSET', key, 'record', ARGV[4], 'startMs', ARGV[3])
-  redis.call('ZADD', P .. 'usage:start', ARGV[3], id)
+  redis.call('ZADD', P .. 'ledger:start', ARGV[3], id)
 end
 if ARGV[5] ~= '' and redis.call('HEXISTS', key, 'endMs') == 0 then
   redis.call('HSET', key, 'endMs', ARGV[5])
@@ -53,10 +53,10 @@ export async function listUsageRedis(
   from: Date,
   to: Date,
 ): Promise<UsageRecord[]> {
-  const ids = await client.zrangebyscore(`${prefix}usage:start`, '-inf', `(${to.getTime()}`);
+  const ids = await client.zrangebyscore(`${prefix}ledger:start`, '-inf', `(${to.getTime()}`);
   if (ids.length === 0) return [];
   const pipe = client.pipeline();
-  for (const id of ids) pipe.hmget(`${prefix}usage:${id}`, 'record', 'startMs', 'endMs');
+  for (const id of ids) pipe.hmget(`${prefix}ledger:r:${id}`, 'record', 'startMs', 'endMs');
   const replies = (await pipe.exec()) ?? [];
   const out: UsageRecord[] = [];
   for (const [err, reply] of replies) {
