@@ -381,11 +381,18 @@ export interface UsageQuery {
   to?: string;
   /** Comma-separated UsageKeys, e.g. `origin,donor`; empty for one total row. */
   by?: string;
+  /**
+   * A duration (1h, 6h, 1d): split the window into buckets this long from `from`, one row
+   * per group and bucket, each with its bucket's `start`. At most 1000 buckets.
+   */
+  step?: string;
   /** `csv` answers text/csv (as does Accept: text/csv); default JSON. */
   format?: 'json' | 'csv';
 }
 
 export interface UsageRow {
+  /** With `step`: the start of this row's bucket. */
+  start?: string;
   origin?: string;
   namespace?: string;
   donor?: string;
@@ -402,12 +409,15 @@ export interface UsageReport {
   from: string;
   to: string;
   by: UsageKey[];
+  /** The bucket length asked for, in milliseconds; absent without `step`. */
+  stepMs?: number;
   rows: UsageRow[];
   total: { gpuSeconds: number; gpuHours: number; pods: number };
 }
 
 /**
- * A usage report as CSV (RFC 4180, CRLF): the `by` keys, then gpuSeconds, gpuHours, pods.
+ * A usage report as CSV (RFC 4180, CRLF): the bucket start (with `step`), the `by` keys,
+ * then gpuSeconds, gpuHours, pods.
  * What GET /usage?format=csv answers and `spillctl get usage -o csv` prints.
  */
 export function usageCsv(report: UsageReport): string {
@@ -415,10 +425,21 @@ export function usageCsv(report: UsageReport): string {
     const s = String(v);
     return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   };
-  const lines = [[...report.by, 'gpuSeconds', 'gpuHours', 'pods'].join(',')];
+  const bucketed = report.stepMs !== undefined;
+  const lines = [
+    [...(bucketed ? ['start'] : []), ...report.by, 'gpuSeconds', 'gpuHours', 'pods'].join(','),
+  ];
   for (const r of report.rows) {
     lines.push(
-      [...report.by.map((k) => r[k] ?? ''), r.gpuSeconds, r.gpuHours, r.pods].map(cell).join(','),
+      [
+        ...(bucketed ? [r.start ?? ''] : []),
+        ...report.by.map((k) => r[k] ?? ''),
+        r.gpuSeconds,
+        r.gpuHours,
+        r.pods,
+      ]
+        .map(cell)
+        .join(','),
     );
   }
   return `${lines.join('\r\n')}\r\n`;

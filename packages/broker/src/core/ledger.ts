@@ -2,7 +2,7 @@ import type { Logger } from '@spillway/common';
 import type { UsageReport } from '@spillway/api/rest';
 import type { ReservationRecord, UsageRecord } from '../model.js';
 import type { Store } from '../store/store.js';
-import { aggregateUsage, usageRecordOf, type UsageFilter } from './usage.js';
+import { aggregateUsage, aggregateUsageByStep, usageRecordOf, type UsageFilter } from './usage.js';
 
 /** Where the ledger reads a donor node's GPU product (the view's inventory). */
 export type ProductOf = (donor: string, node: string) => string | undefined;
@@ -79,7 +79,12 @@ export class UsageLedger {
     const from = filter.from ?? new Date(0);
     // A window wholly in the future has nothing in it yet.
     const records: UsageRecord[] = from < to ? await this.store.listUsage(from, to) : [];
-    const report = aggregateUsage(records, from, from < to ? to : from, filter.by ?? []);
+    const end = from < to ? to : from;
+    const by = filter.by ?? [];
+    const report =
+      filter.stepMs === undefined
+        ? aggregateUsage(records, from, end, by)
+        : aggregateUsageByStep(records, from, end, by, filter.stepMs);
     return { ...report, to: (filter.to ?? now).toISOString() };
   }
 }

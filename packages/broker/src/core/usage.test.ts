@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { UsageRecord } from '../model.js';
-import { aggregateUsage, gpuSecondsWithin, parseUsageQuery, usageCsv } from './usage.js';
+import {
+  aggregateUsage,
+  aggregateUsageByStep,
+  gpuSecondsWithin,
+  parseUsageQuery,
+  usageCsv,
+} from './usage.js';
 
 const rec = (
   id: string,
@@ -94,5 +100,39 @@ describe('parseUsageQuery', () => {
     expect(() => parseUsageQuery(q)).toThrow(
       expect.objectContaining({ code: 'INVALID_ARGUMENT', field }),
     );
+  });
+});
+
+describe('aggregateUsageByStep', () => {
+  it('splits the window into buckets from `from`, each row with its start', () => {
+    const records = [
+      rec('a', iso(5), iso(25)),
+      rec('b', iso(0), undefined, { origin: 'o2', gpus: 1 }),
+    ];
+    const r = aggregateUsageByStep(records, t(0), t(30), ['origin'], 10_000);
+    expect(r.stepMs).toBe(10_000);
+    expect(r.rows).toEqual([
+      { start: iso(0), origin: 'o1', gpuSeconds: 10, gpuHours: 0.002778, pods: 1 },
+      { start: iso(0), origin: 'o2', gpuSeconds: 10, gpuHours: 0.002778, pods: 1 },
+      { start: iso(10), origin: 'o1', gpuSeconds: 20, gpuHours: 0.005556, pods: 1 },
+      { start: iso(10), origin: 'o2', gpuSeconds: 10, gpuHours: 0.002778, pods: 1 },
+      { start: iso(20), origin: 'o1', gpuSeconds: 10, gpuHours: 0.002778, pods: 1 },
+      { start: iso(20), origin: 'o2', gpuSeconds: 10, gpuHours: 0.002778, pods: 1 },
+    ]);
+    expect(r.total).toEqual({ gpuSeconds: 70, gpuHours: 0.019444, pods: 2 });
+    expect(usageCsv(r).split('\r\n')[1]).toBe(`${iso(0)},o1,10,0.002778,1`);
+  });
+  it('refuses more than 1000 buckets, a step under 1s, and a step without from', () => {
+    expect(() => aggregateUsageByStep([], t(0), t(2000), [], 1000)).toThrow(
+      expect.objectContaining({ field: 'step' }),
+    );
+    expect(() => parseUsageQuery({ from: iso(0), step: '500ms' })).toThrow(
+      /step: must be at least 1s/,
+    );
+    expect(() => parseUsageQuery({ step: '1h' })).toThrow(/step: needs from/);
+    expect(() => parseUsageQuery({ from: iso(0), step: 'hourly' })).toThrow(
+      expect.objectContaining({ field: 'step' }),
+    );
+    expect(parseUsageQuery({ from: iso(0), step: '6h' }).stepMs).toBe(21_600_000);
   });
 });

@@ -1,4 +1,4 @@
-import { invalid } from '@spillway/common';
+import { invalid, parseDuration } from '@spillway/common';
 import { USAGE_KEYS, type UsageReport, type UsageRow } from '@spillway/api/rest';
 import type { ReservationRecord, UsageKey, UsageRecord } from '../model.js';
 
@@ -9,7 +9,11 @@ export interface UsageFilter {
   from?: Date;
   to?: Date;
   by?: readonly UsageKey[];
+  stepMs?: number;
 }
+
+/** Buckets one report may have (step): bounds its size and its cost. */
+export const MAX_USAGE_BUCKETS = 1000;
 
 /** The ledger record of a reservation, once the donor reported its pod bound; else none. */
 export function usageRecordOf(
@@ -43,8 +47,13 @@ export function gpuSecondsWithin(r: UsageRecord, from: Date, to: Date): number {
 }
 
 /** Parses the REST query (strings) into a filter; bad values are INVALID_ARGUMENT naming them. */
-export function parseUsageQuery(q: { from?: string; to?: string; by?: string }): UsageFilter {
-  const out: { from?: Date; to?: Date; by?: UsageKey[] } = {};
+export function parseUsageQuery(q: {
+  from?: string;
+  to?: string;
+  by?: string;
+  step?: string;
+}): UsageFilter {
+  const out: { from?: Date; to?: Date; by?: UsageKey[]; stepMs?: number } = {};
   const time = (v: string, field: string): Date => {
     // Date.parse accepts far more than RFC 3339 ("1", "March 7"): only full timestamps pass.
     if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/i.test(v)) {
@@ -72,7 +81,44 @@ export function parseUsageQuery(q: { from?: string; to?: string; by?: string }):
     }
     out.by = keys;
   }
+  if (q.step !== undefined && q.step !== '') {
+    const ms = parseDuration(q.step, 'step');
+    if (ms < 1000) throw invalid('step', `must be at least 1s, not ${JSON.stringify(q.step)}`);
+    if (out.from === undefined) throw invalid('step', 'needs from: buckets start at from');
+    out.stepMs = ms;
+  }
   return out;
+}
+
+/**
+ * aggregateUsage per bucket of `stepMs` from `from`: rows carry their bucket's start, in
+ * time order; the total is the whole window's. INVALID_ARGUMENT (step) past MAX_USAGE_BUCKETS.
+ */
+export function aggregateUsageByStep(
+  records: readonly UsageRecord[],
+  from: Date,
+  to: Date,
+  by: readonly UsageKey[],
+  stepMs: number,
+): UsageReport {
+  const buckets = Math.ceil((to.getTime() - from.getTime()) / stepMs);
+  if (buckets > MAX_USAGE_BUCKETS) {
+    throw invalid(
+      'step',
+      `${buckets} buckets from ${from.toISOString()} to ${to.toISOString()}; at most ${MAX_USAGE_BUCKETS}: use a longer step or a shorter window`,
+    );
+  }
+  const whole = aggregateUsage(records, from, to, by);
+  const rows: UsageRow[] = [];
+  for (let i = 0; i < buckets; i++) {
+    const start = new Date(from.getTime() + i * stepMs);
+    const end = new Date(Math.min(to.getTime(), start.getTime() + stepMs));
+    const live = records.filter((r) => gpuSecondsWithin(r, start, end) > 0);
+    for (const row of aggregateUsage(live, start, end, by).rows) {
+      rows.push({ start: start.toISOString(), ...row });
+    }
+  }
+  return { ...whole, stepMs, rows };
 }
 
 /** Sums records into rows, one per distinct value of the `by` keys, sorted by them. */

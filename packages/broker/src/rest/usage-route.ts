@@ -15,6 +15,11 @@ export const usageQuery = {
       pattern: `^(${keyList}(,${keyList})*)?$`,
       description: `Comma-separated keys to group by: ${USAGE_KEYS.join(', ')}`,
     },
+    step: {
+      type: 'string',
+      description:
+        'A duration (1h, 6h, 1d): one row per group and bucket of this length from `from`',
+    },
     format: { type: 'string', enum: ['json', 'csv'], description: 'csv: text/csv' },
   },
   additionalProperties: false,
@@ -23,6 +28,7 @@ export const usageQuery = {
 const usageRow = {
   type: 'object',
   properties: {
+    start: { type: 'string', format: 'date-time' },
     ...Object.fromEntries(USAGE_KEYS.map((k) => [k, { type: 'string' }])),
     gpuSeconds: { type: 'number' },
     gpuHours: { type: 'number' },
@@ -37,6 +43,7 @@ export const usageReportSchema = {
     from: { type: 'string', format: 'date-time' },
     to: { type: 'string', format: 'date-time' },
     by: { type: 'array', items: { type: 'string', enum: [...USAGE_KEYS] } },
+    stepMs: { type: 'integer' },
     rows: { type: 'array', items: usageRow },
     total: {
       type: 'object',
