@@ -381,3 +381,109 @@ export type GangPlacementResult =
       reason: string;
       verdicts: CandidateVerdict[];
     };
+
+// Usage ledger: GET /usage
+
+/** What usage can be grouped by: the ledger's keys. */
+export type UsageKey = 'origin' | 'namespace' | 'donor' | 'product' | 'resource';
+
+/** The keys in the order rows and CSV columns show them. */
+export const USAGE_KEYS: readonly UsageKey[] = [
+  'origin',
+  'namespace',
+  'donor',
+  'product',
+  'resource',
+];
+
+/**
+ * One offloaded pod in the ledger: its GPUs from the moment the donor reported it bound
+ * (`start`) to its end (`end`, absent while it runs). Keyed by its reservation; kept after
+ * the reservation itself is pruned.
+ */
+export interface UsageRecord {
+  reservation: string;
+  origin: string;
+  namespace: string;
+  pod: string;
+  donor: string;
+  node: string;
+  /** The donor node's nvidia.com/gpu.product when the pod was bound ('' if unknown). */
+  product: string;
+  resource: string;
+  gpus: number;
+  start: string;
+  end?: string;
+}
+
+/** Query values are strings on the wire. */
+export interface UsageQuery {
+  /** RFC 3339; default: the start of the ledger. */
+  from?: string;
+  /** RFC 3339; default: now. Running pods count up to `to` (or now, if earlier). */
+  to?: string;
+  /** Comma-separated UsageKeys, e.g. `origin,donor`; empty for one total row. */
+  by?: string;
+  /**
+   * A duration (1h, 6h, 1d): split the window into buckets this long from `from`, one row
+   * per group and bucket, each with its bucket's `start`. At most 1000 buckets.
+   */
+  step?: string;
+  /** `csv` answers text/csv (as does Accept: text/csv); default JSON. */
+  format?: 'json' | 'csv';
+}
+
+export interface UsageRow {
+  /** With `step`: the start of this row's bucket. */
+  start?: string;
+  origin?: string;
+  namespace?: string;
+  donor?: string;
+  product?: string;
+  resource?: string;
+  /** GPU-seconds within [from, to). */
+  gpuSeconds: number;
+  gpuHours: number;
+  /** Pods that used GPUs within [from, to). */
+  pods: number;
+}
+
+export interface UsageReport {
+  from: string;
+  to: string;
+  by: UsageKey[];
+  /** The bucket length asked for, in milliseconds; absent without `step`. */
+  stepMs?: number;
+  rows: UsageRow[];
+  total: { gpuSeconds: number; gpuHours: number; pods: number };
+}
+
+/**
+ * A usage report as CSV (RFC 4180, CRLF): the bucket start (with `step`), the `by` keys,
+ * then gpuSeconds, gpuHours, pods.
+ * What GET /usage?format=csv answers and `spillctl get usage -o csv` prints.
+ */
+export function usageCsv(report: UsageReport): string {
+  const cell = (v: string | number): string => {
+    const s = String(v);
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const bucketed = report.stepMs !== undefined;
+  const lines = [
+    [...(bucketed ? ['start'] : []), ...report.by, 'gpuSeconds', 'gpuHours', 'pods'].join(','),
+  ];
+  for (const r of report.rows) {
+    lines.push(
+      [
+        ...(bucketed ? [r.start ?? ''] : []),
+        ...report.by.map((k) => r[k] ?? ''),
+        r.gpuSeconds,
+        r.gpuHours,
+        r.pods,
+      ]
+        .map(cell)
+        .join(','),
+    );
+  }
+  return `${lines.join('\r\n')}\r\n`;
+}

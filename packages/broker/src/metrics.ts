@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '@spillway/common';
 import type { Store } from './store/store.js';
+import { aggregateUsage } from './core/usage.js';
 
 /** Outcome label of spillway_placements_total: `placed`, or the refusal code (NO_FIT ...). */
 export type PlacementResultLabel = string;
@@ -33,6 +34,7 @@ export class Metrics {
   private readonly reservationsOpen: Gauge;
   private readonly offloads: Gauge<'state' | 'phase'>;
   private readonly offloadedGpus: Gauge<'state'>;
+  private readonly gpuSeconds: Counter<'origin' | 'donor' | 'product'>;
   private readonly storeUp: Gauge;
   private readonly storeReadSeconds: Gauge;
   private store: Store | undefined;
@@ -111,6 +113,12 @@ export class Metrics {
       labelNames: ['state'],
       registers,
     });
+    this.gpuSeconds = new Counter({
+      name: 'spillway_gpu_seconds_total',
+      help: 'GPU-seconds lent, from the usage ledger (running pods up to the scrape), by origin, donor and GPU product',
+      labelNames: ['origin', 'donor', 'product'],
+      registers,
+    });
     this.storeUp = new Gauge({
       name: 'spillway_store_up',
       help: '1 if the last scrape could read the store, 0 if not',
@@ -170,11 +178,13 @@ export class Metrics {
     if (!store) return;
     const started = performance.now();
     try {
-      const [conns, inventories, clusters, liveOffloads] = await Promise.all([
+      const now = new Date();
+      const [conns, inventories, clusters, liveOffloads, usage] = await Promise.all([
         store.listConnections(),
         store.listInventories(),
         store.listClusters(),
         store.listReservations({ states: ['open', 'bound'] }),
+        store.listUsage(new Date(0), now),
       ]);
       this.storeReadSeconds.set((performance.now() - started) / 1000);
       this.storeUp.set(1);
@@ -215,6 +225,16 @@ export class Metrics {
         const phase = r.state === 'open' ? 'Reserved' : r.remotePhase || 'Pending';
         this.offloads.inc({ state: r.state, phase });
         this.offloadedGpus.inc({ state: r.state }, r.gpus);
+      }
+
+      // The ledger only grows, so its sums are a counter; every replica reports the same.
+      this.gpuSeconds.reset();
+      const byPeering = aggregateUsage(usage, new Date(0), now, ['origin', 'donor', 'product']);
+      for (const row of byPeering.rows) {
+        this.gpuSeconds.inc(
+          { origin: row.origin ?? '', donor: row.donor ?? '', product: row.product || 'unknown' },
+          row.gpuSeconds,
+        );
       }
     } catch (err) {
       this.storeUp.set(0);

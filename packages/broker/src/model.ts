@@ -26,6 +26,8 @@ export type {
   ReservationState,
   ResourceAmount,
   Taint,
+  UsageKey,
+  UsageRecord,
 } from '@spillway/api/rest';
 
 export const DEFAULT_DONOR_POLICY: DonorPolicy = {

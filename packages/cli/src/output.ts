@@ -6,11 +6,16 @@ import type {
   PeeringView,
   PlacementResult,
   ReservationRecord,
+  UsageKey,
+  UsageRow,
 } from '@spillway/api/rest';
 
 /** -o values; `table` is the default. json and yaml print the broker's answer as it is. */
 export const OUTPUT_FORMATS = ['table', 'wide', 'json', 'yaml'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+/** `get` also prints csv (get usage only). */
+export const GET_OUTPUT_FORMATS = [...OUTPUT_FORMATS, 'csv'] as const;
+export type GetOutputFormat = (typeof GET_OUTPUT_FORMATS)[number];
 
 export interface Column<T> {
   header: string;
@@ -246,4 +251,14 @@ export function describeCluster(c: ClusterDetail, now: number = Date.now()): str
     lines.push(`  ${p.origin} -> ${p.donor}${limit}${products}${draining}`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** get usage: one column per grouping key, then the sums. */
+export function usageColumns(by: readonly UsageKey[]): Column<UsageRow>[] {
+  return [
+    ...by.map((k) => ({ header: k.toUpperCase(), value: (r: UsageRow) => r[k] ?? '' })),
+    { header: 'GPU-HOURS', value: (r) => r.gpuHours.toFixed(3) },
+    { header: 'GPU-SECONDS', value: (r) => String(Math.round(r.gpuSeconds)) },
+    { header: 'PODS', value: (r) => String(r.pods) },
+  ];
 }

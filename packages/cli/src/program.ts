@@ -21,7 +21,7 @@ import {
   type ExitCode,
 } from './errors.js';
 import { DEFAULT_NAMESPACE } from './manifests.js';
-import { OUTPUT_FORMATS } from './output.js';
+import { GET_OUTPUT_FORMATS, OUTPUT_FORMATS } from './output.js';
 import {
   clusterId,
   collect,
@@ -277,9 +277,11 @@ export function buildProgram(io: CliIO): Command {
   // get / describe ------------------------------------------------------------------
   program
     .command('get')
-    .description('list clusters, capacity, peerings or offloads')
+    .description('list clusters, capacity, peerings, offloads or GPU usage')
     .addArgument(
-      new Argument('<resource>', 'clusters|capacity|peerings|offloads').choices(RESOURCE_NAMES),
+      new Argument('<resource>', 'clusters|capacity|peerings|offloads|usage').choices(
+        RESOURCE_NAMES,
+      ),
     )
     .addArgument(new Argument('[name]', 'one cluster (get clusters only)'))
     .option(
@@ -295,13 +297,24 @@ export function buildProgram(io: CliIO): Command {
     .option('--gpu-product <product>', 'capacity of this GPU product')
     .option('--resource <name>', 'capacity of this resource, e.g. nvidia.com/gpu')
     .option('--min-gpu-memory <MiB>', 'capacity of GPUs with at least this memory', nonNegativeInt)
-    .addOption(outputOption())
+    .option('--since <time>', 'usage from this time: a duration back (24h, 7d) or RFC 3339')
+    .option('--until <time>', 'usage up to this time (default now): a duration back or RFC 3339')
+    .option(
+      '--by <keys>',
+      'usage grouped by these keys (comma-separated: origin,namespace,donor,product,resource; default origin,donor)',
+    )
+    .addOption(
+      new Option('-o, --output <format>', 'output format (csv: get usage only)')
+        .choices(GET_OUTPUT_FORMATS)
+        .default('table'),
+    )
     .addHelpText(
       'after',
       example(`
         spillctl get clusters -o wide
         spillctl get capacity --gpu-product NVIDIA-L4
-        spillctl get offloads --origin lab --state bound -o yaml`),
+        spillctl get offloads --origin lab --state bound -o yaml
+        spillctl get usage --since 7d --by origin,product -o csv`),
     )
     .action(
       async (

@@ -21,6 +21,8 @@ import type {
   PeeringView,
   PlacementResult,
   SimulateRequest,
+  UsageQuery,
+  UsageReport,
 } from '@spillway/api/rest';
 
 export interface RestOptions {
@@ -81,6 +83,9 @@ export class BrokerRest {
   }
   offloads(query: OffloadsQuery = {}): Promise<OffloadList> {
     return this.call('GET', '/api/v1/offloads', undefined, { ...query });
+  }
+  usage(query: Omit<UsageQuery, 'format'> = {}): Promise<UsageReport> {
+    return this.call('GET', '/api/v1/usage', undefined, { ...query });
   }
   simulate(body: SimulateRequest): Promise<PlacementResult> {
     return this.call('POST', '/api/v1/placements:simulate', body);

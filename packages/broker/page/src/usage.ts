@@ -1,33 +1,40 @@
 import { h, svg, type Child } from './dom.js';
 
 /**
- * GPU-hours by peering, shown only on a broker that has the usage ledger (GET /usage). The
- * rows are read loosely: an origin, a donor, GPU-seconds (or GPU-hours) and, when the answer
- * is split by time, the start of each bucket.
+ * GPU-hours by peering over the last 7 days, from the usage ledger (GET /usage by origin and
+ * donor, in 6-hour buckets: each row a peering's GPU-hours in the bucket from `start`). Shown
+ * only on a broker that has the ledger.
  */
 interface UsageRow {
+  start?: string;
   origin?: string;
   donor?: string;
-  gpuSeconds?: number;
-  gpuHours?: number;
-  from?: string;
-  start?: string;
-  bucket?: string;
+  gpuSeconds: number;
+  gpuHours: number;
 }
 
+/** The window and bucket the page shows. */
+const WINDOW_MS = 7 * 24 * 3_600_000;
+const STEP = '6h';
+
 export function usageQuery(now: number): string {
-  const from = new Date(now - 7 * 24 * 3_600_000).toISOString();
-  return `usage?from=${encodeURIComponent(from)}&by=origin,donor`;
+  const from = new Date(now - WINDOW_MS).toISOString();
+  return `usage?from=${encodeURIComponent(from)}&by=origin,donor&step=${STEP}`;
 }
 
 function rowsOf(body: unknown): UsageRow[] {
-  if (Array.isArray(body)) return body as UsageRow[];
-  const o = body as { rows?: unknown; usage?: unknown; items?: unknown } | undefined;
-  const list = o?.rows ?? o?.usage ?? o?.items;
-  return Array.isArray(list) ? (list as UsageRow[]) : [];
+  const rows = (body as { rows?: unknown } | undefined)?.rows;
+  return Array.isArray(rows) ? (rows as UsageRow[]) : [];
 }
 
-const hoursOf = (r: UsageRow): number => r.gpuHours ?? (r.gpuSeconds ?? 0) / 3600;
+const hoursOf = (r: UsageRow): number => r.gpuSeconds / 3600;
+
+/** 0.042, 1.35, 12.4, 1280: small amounts keep their digits. */
+function formatHours(hours: number): string {
+  if (hours < 1) return hours.toFixed(3);
+  if (hours < 10) return hours.toFixed(2);
+  return hours.toFixed(1);
+}
 
 function sparkline(points: readonly [number, number][]): SVGElement {
   const w = 160;
@@ -51,6 +58,21 @@ function sparkline(points: readonly [number, number][]): SVGElement {
   return el;
 }
 
+/** The series with a zero for every bucket of the report in which the peering lent nothing. */
+function filled(series: readonly [number, number][], body: unknown): [number, number][] {
+  const r = body as { from?: string; to?: string; stepMs?: number } | undefined;
+  const from = Date.parse(r?.from ?? '');
+  const to = Math.min(Date.parse(r?.to ?? ''), Date.now());
+  const step = r?.stepMs ?? 0;
+  const byStart = new Map(series.map(([t, v]) => [t, v]));
+  if (!(step > 0) || Number.isNaN(from) || Number.isNaN(to)) {
+    return [...series].sort((a, b) => a[0] - b[0]);
+  }
+  const out: [number, number][] = [];
+  for (let t = from; t < to; t += step) out.push([t, byStart.get(t) ?? 0]);
+  return out;
+}
+
 export function renderUsage(body: unknown): Child {
   const rows = rowsOf(body);
   const byPeering = new Map<
@@ -65,8 +87,7 @@ export function renderUsage(body: unknown): Child {
       byPeering.set(key, p);
     }
     p.hours += hoursOf(r);
-    const t = r.from ?? r.start ?? r.bucket;
-    if (t !== undefined) p.series.push([Date.parse(t), hoursOf(r)]);
+    if (r.start !== undefined) p.series.push([Date.parse(r.start), hoursOf(r)]);
   }
   if (byPeering.size === 0)
     return h('p', { class: 'empty' }, 'No GPU-hours were lent in the last 7 days.');
@@ -101,12 +122,12 @@ export function renderUsage(body: unknown): Child {
             const rest = h('span', { class: 'seg empty' });
             rest.style.flexGrow = String(max - p.hours);
             share.appendChild(rest);
-            p.series.sort((a, b) => a[0] - b[0]);
+            p.series = filled(p.series, body);
             return h(
               'tr',
               { 'data-usage': `${p.origin}/${p.donor}` },
               h('th', { scope: 'row', 'data-label': 'Origin → donor' }, key),
-              h('td', { class: 'num', 'data-label': 'GPU-hours (7 d)' }, p.hours.toFixed(1)),
+              h('td', { class: 'num', 'data-label': 'GPU-hours (7 d)' }, formatHours(p.hours)),
               h('td', { 'data-label': 'Share' }, share),
               h(
                 'td',

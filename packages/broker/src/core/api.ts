@@ -12,6 +12,8 @@ import type {
   GangPlacementResult,
   PlacementResult,
   TolerationOperator,
+  UsageQuery,
+  UsageReport,
 } from '@spillway/api/rest';
 import type {
   ClusterInventory,
@@ -40,6 +42,8 @@ export type {
   IssuedJoinToken,
   PeeringView,
   PlacementResult,
+  UsageQuery,
+  UsageReport,
 } from '@spillway/api/rest';
 
 /**
@@ -244,6 +248,11 @@ export interface BrokerCore {
 
   capacity(filter?: CapacityFilter): Promise<CapacitySummary>;
   offloads(filter?: OffloadFilter): Promise<ReservationRecord[]>;
+  /**
+   * GPU-seconds from the usage ledger within [from, to), grouped by the `by` keys; running
+   * pods count up to now. INVALID_ARGUMENT names a bad from, to or by.
+   */
+  usage(query?: UsageQuery): Promise<UsageReport>;
 
   /** Starts the reaper (reservation expiry, heartbeat timeouts). */
   start(): void;

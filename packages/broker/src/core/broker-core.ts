@@ -32,12 +32,16 @@ import type {
   PlacementRequest,
   PlacementResult,
   PodStatusReport,
+  UsageQuery,
+  UsageReport,
 } from './api.js';
 import { Capacity } from './capacity.js';
 import { Clusters } from './clusters.js';
 import { CoreBus, heldBy, type CoreDeps, type PlacementMetrics } from './deps.js';
 import { Identity } from './identity.js';
 import { Lending } from './lending.js';
+import { UsageLedger } from './ledger.js';
+import { parseUsageQuery } from './usage.js';
 import { withPeers } from './lookup.js';
 import { Peerings } from './peerings.js';
 import { GangPlacement } from './gang-placement.js';
@@ -118,6 +122,7 @@ export class Core implements BrokerCore {
   private readonly reports: Capacity;
   private readonly lending: Lending;
   private readonly reaper: Reaper;
+  private readonly ledger: UsageLedger;
   private stopped = false;
 
   constructor(opts: CoreOptions) {
@@ -138,9 +143,14 @@ export class Core implements BrokerCore {
       accepts: held,
       onRemoteChange: (change) => this.remoteChange(change),
     });
+    this.ledger = new UsageLedger(
+      opts.store,
+      (donor, node) => view.inventory(donor)?.nodes.find((n) => n.name === node)?.gpuProduct,
+      log,
+    );
     this.deps = {
       brokerId: opts.brokerId,
-      store: new ViewedStore(opts.store, view),
+      store: new ViewedStore(opts.store, view, this.ledger),
       view,
       ca: opts.ca,
       log,
@@ -173,7 +183,7 @@ export class Core implements BrokerCore {
     this.placement = new Placement(this.deps, this.lending);
     this.gangs = new GangPlacement(this.deps, this.lending, this.placement);
     this.reports = new Capacity(this.deps, readiness);
-    this.reaper = new Reaper(this.deps, readiness, this.identity, this.lending);
+    this.reaper = new Reaper(this.deps, readiness, this.identity, this.lending, this.ledger);
   }
 
   /**
@@ -310,6 +320,10 @@ export class Core implements BrokerCore {
   }
   offloads(filter?: OffloadFilter): Promise<ReservationRecord[]> {
     return this.reports.offloads(filter);
+  }
+  async usage(query: UsageQuery = {}): Promise<UsageReport> {
+    const filter = parseUsageQuery(query);
+    return this.ledger.report(filter, this.deps.now());
   }
 
   // ---- lifecycle

@@ -1,11 +1,13 @@
 import type { CoreDeps } from './deps.js';
 import type { Identity } from './identity.js';
+import type { UsageLedger } from './ledger.js';
 import type { Lending } from './lending.js';
 import type { Readiness } from './readiness.js';
 
 /**
  * The core's clock work, one pass per interval: expire reservations, notice readiness
- * flips, refresh the revocation list, and delete finished reservations past retention.
+ * flips, refresh the revocation list, bring the usage ledger level, and delete finished
+ * reservations past retention.
  */
 export class Reaper {
   private timer: NodeJS.Timeout | undefined;
@@ -18,6 +20,7 @@ export class Reaper {
     private readonly readiness: Readiness,
     private readonly identity: Identity,
     private readonly lending: Lending,
+    private readonly ledger: UsageLedger,
   ) {}
 
   start(): void {
@@ -72,6 +75,7 @@ export class Reaper {
       }
       await this.readiness.refresh(undefined, { now });
       await this.identity.refreshIfDue();
+      if (this.ledger.needsReconcile) await this.ledger.reconcile();
       await this.pruneIfDue(now);
     } catch (err) {
       log.warn({ err }, 'reaper pass failed; retrying next tick');
@@ -84,6 +88,8 @@ export class Reaper {
     if (settings.reservationRetentionMs <= 0 || !store.pruneFinished) return;
     if (performance.now() - this.prunedAt < settings.pruneIntervalMs) return;
     this.prunedAt = performance.now();
+    // The ledger holds every pruned reservation's use before the reservation goes.
+    await this.ledger.reconcile();
     const cutoff = new Date(now.getTime() - settings.reservationRetentionMs);
     const pruned = await store.pruneFinished(cutoff);
     if (pruned > 0) {

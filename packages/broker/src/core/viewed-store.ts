@@ -14,6 +14,7 @@ import type {
   ReservationRecord,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { Store, ViewFeed } from '../store/store.js';
 import type { StoreView } from './view.js';
@@ -70,6 +71,9 @@ export const STORE_METHODS = {
   usage: 'read',
   // Deletes finished reservations only; the view holds live ones.
   pruneFinished: 'not-in-view',
+  // The ledger: history the view does not hold.
+  recordUsage: 'not-in-view',
+  listUsage: 'read',
   openFeed: 'read',
   putApiToken: 'not-in-view',
   getApiToken: 'read',
@@ -94,6 +98,11 @@ export type ViewNotes = Pick<
   | 'connection'
 >;
 
+/** What the ledger hears of the reservations bound or ended through the ViewedStore. */
+export interface LedgerNotes {
+  note(reservations: readonly ReservationRecord[]): Promise<void>;
+}
+
 /**
  * A Store whose writes keep a StoreView current: after each successful write the view is
  * noted (and, through its feed, the other replicas). The core writes only through this, so
@@ -107,6 +116,8 @@ export class ViewedStore implements Store {
   constructor(
     readonly inner: Store,
     private readonly view: ViewNotes,
+    /** Hears every bind and end written here (the usage ledger). */
+    private readonly ledger?: LedgerNotes,
   ) {
     this.kind = inner.kind;
     const prune = inner.pruneFinished?.bind(inner);
@@ -216,6 +227,7 @@ export class ViewedStore implements Store {
     const bound = await this.inner.applyCapacity(clusterId, update, now);
     this.view.noteInventory(clusterId, await this.inner.getInventory(clusterId));
     for (const r of bound) this.view.noteReservation(r);
+    await this.ledger?.note(bound);
     return bound;
   }
 
@@ -277,7 +289,7 @@ export class ViewedStore implements Store {
   }
 
   async release(id: string, reason: string, now: Date): Promise<ReservationRecord | undefined> {
-    return this.noted(await this.inner.release(id, reason, now));
+    return this.ended(this.noted(await this.inner.release(id, reason, now)));
   }
 
   async endByPod(
@@ -285,7 +297,7 @@ export class ViewedStore implements Store {
     reason: string,
     now: Date,
   ): Promise<ReservationRecord | undefined> {
-    return this.noted(await this.inner.endByPod(podUid, reason, now));
+    return this.ended(this.noted(await this.inner.endByPod(podUid, reason, now)));
   }
 
   async extend(id: string, expiresAt: Date): Promise<ReservationRecord | undefined> {
@@ -321,8 +333,23 @@ export class ViewedStore implements Store {
     return this.inner.usage(donor);
   }
 
+  // ---- usage ledger: history, not in the view
+
+  recordUsage(record: UsageRecord): Promise<void> {
+    return this.inner.recordUsage(record);
+  }
+
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]> {
+    return this.inner.listUsage(from, to);
+  }
+
   private noted(r: ReservationRecord | undefined): ReservationRecord | undefined {
     if (r) this.view.noteReservation(r);
+    return r;
+  }
+
+  private async ended(r: ReservationRecord | undefined): Promise<ReservationRecord | undefined> {
+    if (r) await this.ledger?.note([r]);
     return r;
   }
 }

@@ -52,6 +52,7 @@ import {
 } from './schemas.js';
 import type { ApiRole } from './tokens.js';
 import { dashboardRoutes } from '../ui/routes.js';
+import { usageRoutes } from './usage-route.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -196,7 +197,7 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
       info: {
         title: 'Spillway broker API',
         description:
-          'Clusters, join tokens, GPU capacity, peerings, offloads and placement simulation. ' +
+          'Clusters, join tokens, GPU capacity, peerings, offloads, placement simulation and the usage ledger. ' +
           'Authenticate with "Authorization: Bearer <token>" (roles admin and viewer) or, over TLS, an admin client certificate.',
         version: '1',
       },
@@ -559,6 +560,8 @@ export function buildRestApp(opts: RestAppOptions): FastifyInstance {
         return reply.status(204).send();
       },
     );
+
+    usageRoutes(api, core, security, API);
 
     done();
   });

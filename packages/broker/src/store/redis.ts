@@ -22,6 +22,7 @@ import type {
   ReservationRecord,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { Store, ViewFeed } from './store.js';
 import {
@@ -53,6 +54,7 @@ import {
   type Hash,
 } from './redis-codec.js';
 import { openRedisFeed } from './redis-feed.js';
+import { listUsageRedis, recordUsageRedis } from './redis-ledger.js';
 import { LUA, SHA, type ScriptName } from './redis-lua.js';
 import { validateGangReserveRequest } from './gang.js';
 import { gangScriptArgs, gangScriptResult } from './redis-gang.js';
@@ -651,6 +653,16 @@ export class RedisStore implements Store {
         if (n < batch) return total;
       }
     });
+  }
+
+  // Usage ledger (redis-ledger.ts).
+
+  recordUsage(r: UsageRecord): Promise<void> {
+    return this.op(() => recordUsageRedis(this.client, this.prefix, r));
+  }
+
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]> {
+    return this.op(() => listUsageRedis(this.client, this.prefix, from, to));
   }
 
   // REST API tokens.

@@ -1,4 +1,5 @@
 import { FINISHED_STATES, LIVE_STATES } from './internal.js';
+import { LEDGER_MIGRATION } from './sqlite-ledger.js';
 
 /**
  * Each entry migrates the schema from version i to i+1. Append only: a released
@@ -54,6 +55,8 @@ export const MIGRATIONS: readonly string[] = [
   `,
   // 2: certificates a renewal replaced, revoked once the renewal is confirmed (JSON list).
   `ALTER TABLE clusters ADD COLUMN superseded_serials TEXT;`,
+  // 3: the usage ledger.
+  LEDGER_MIGRATION,
 ];
 
 export const SQLITE_SCHEMA_VERSION = MIGRATIONS.length;

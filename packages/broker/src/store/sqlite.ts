@@ -26,6 +26,7 @@ import type {
   ReservationState,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { Store } from './store.js';
 import {
@@ -54,6 +55,7 @@ import {
 } from './sqlite-codec.js';
 import { GangRefused, validateGangReserveRequest } from './gang.js';
 import { reserveGangInTx } from './sqlite-gang.js';
+import { listUsage, recordUsage } from './sqlite-ledger.js';
 import { bindReported, reserveInTx } from './sqlite-reserve.js';
 import { FINISHED_SQL, LIVE_SQL, MIGRATIONS, SQLITE_SCHEMA_VERSION } from './sqlite-schema.js';
 
@@ -632,6 +634,16 @@ export class SqliteStore implements Store {
         ).run(olderThan.toISOString()).changes,
       ),
     );
+  }
+
+  // Usage ledger (sqlite-ledger.ts).
+
+  recordUsage(r: UsageRecord): Promise<void> {
+    return this.run(() => recordUsage(this.q.bind(this), r));
+  }
+
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]> {
+    return this.run(() => listUsage(this.q.bind(this), from, to));
   }
 
   // REST API tokens.

@@ -14,6 +14,7 @@ import type {
   ReservationRecord,
   ReserveRequest,
   ReserveResult,
+  UsageRecord,
 } from '../model.js';
 import type { RevokedEntry } from '@spillway/common';
 
@@ -132,6 +133,16 @@ export interface Store {
   usage(donor: string): Promise<{ total: number; byOrigin: Record<string, number> }>;
   /** Deletes reservations that finished (released/expired/ended) before `olderThan`. */
   pruneFinished?(olderThan: Date): Promise<number>;
+
+  // Usage ledger: one record per reservation that was bound; pruning reservations keeps it.
+  /**
+   * Idempotent (one SQLite statement / one Redis Lua script): the first call for a
+   * reservation stores the record; a later one only adds `end` to a record that has none.
+   * A repeated report never changes what was counted.
+   */
+  recordUsage(record: UsageRecord): Promise<void>;
+  /** Records whose use overlaps [from, to) (start < to, and no end or end > from), by start. */
+  listUsage(from: Date, to: Date): Promise<UsageRecord[]>;
 
   /** A channel to the other replicas on this store; absent for a single-process store. */
   openFeed?(): ViewFeed;

@@ -121,6 +121,7 @@ describe('the broker chart Grafana dashboard', () => {
       'spillway_streams_open',
       'spillway_store_up',
       'spillway_offloaded_gpus',
+      'spillway_gpu_seconds_total',
     ]) {
       expect(text).toContain(metric);
     }

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe } from 'vitest';
 import { durabilityContract } from './contract-durability.js';
 import { inventoryContract } from './contract-inventory.js';
+import { ledgerContract } from './contract-ledger.js';
 import { lifecycleContract } from './contract-lifecycle.js';
 import { recordsContract } from './contract-records.js';
 import { reserveContract } from './contract-reserve.js';
@@ -48,5 +49,6 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     reserveContract(ctx);
     lifecycleContract(ctx);
     durabilityContract(ctx);
+    ledgerContract(ctx);
   });
 }
