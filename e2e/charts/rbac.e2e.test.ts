@@ -308,6 +308,8 @@ describe('the agent is refused everything else', () => {
       ['create', 'pods', TENANT],
       ['list', 'secrets', TENANT],
       ['get', 'pods:log', TENANT],
+      ['create', 'priorityclasses'],
+      ['delete', 'priorityclasses/spillway-guest'],
     ];
     const denied: [string, string, string?][] = [
       ['get', 'secrets', 'default'],
@@ -325,6 +327,8 @@ describe('the agent is refused everything else', () => {
       ['escalate', 'clusterroles'],
       ['create', 'pods:exec', TENANT],
       ['create', 'serviceaccounts:token', NS],
+      ['delete', 'priorityclasses/system-cluster-critical'],
+      ['update', 'priorityclasses/spillway-guest'],
     ];
     for (const [verb, res, ns] of allowed)
       expect(canI(AGENT, verb, res, ns), `${verb} ${res} ${ns ?? ''}`).toBe(true);

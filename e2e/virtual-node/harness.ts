@@ -7,7 +7,12 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CoreV1Event, V1Pod } from '@kubernetes/client-node';
-import { agentConfigSchema, startAgent, type RunningAgent } from '@spillway/agent';
+import {
+  agentConfigSchema,
+  startAgent,
+  type AgentConfig,
+  type RunningAgent,
+} from '@spillway/agent';
 import { brokerConfig, startBroker, type RunningBroker } from '@spillway/broker';
 import {
   LABEL_OFFLOAD,
@@ -66,6 +71,8 @@ export interface BedOptions {
   donorNodes: Record<string, FakeNodeSpec[]>;
   /** Shim settings for the scenarios (short grace and timeouts). */
   shim?: Partial<VirtualNodeConfig>;
+  /** Agent settings per cluster (e.g. a donor's reclaim policy). */
+  agents?: Record<string, Partial<AgentConfig>>;
   brokerHeartbeatTimeoutMs?: number;
   /**
    * kwok keeps a followed log (`kubectl logs -f`) open and serves what is appended to
@@ -201,6 +208,7 @@ export async function startSpillway(opts: BedOptions): Promise<SpillwayBed> {
           ...(token ? { joinToken: token } : {}),
           reportDebounce: 50,
           logLevel: 'debug',
+          ...opts.agents?.[name],
         },
         logger.child({ component: 'agent', cluster: name }),
       );

@@ -27,6 +27,13 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "spillway-agent.shimNa
 {{- else -}}{{ ternary "true" "" .Values.virtualNode.enabled }}{{- end -}}
 {{- end -}}
 
+{{- /* The guests' priority: donor.policy.guestPriority, else -1000 under reclaim=preempt and 0 under never (as the agent decides). */ -}}
+{{- define "spillway-agent.guestPriority" -}}
+{{- $p := .Values.donor.policy -}}
+{{- if kindIs "invalid" $p.guestPriority -}}{{ ternary "0" "-1000" (eq $p.reclaim "never") }}
+{{- else -}}{{ int64 $p.guestPriority }}{{- end -}}
+{{- end -}}
+
 {{- define "spillway-agent.labels" -}}
 app.kubernetes.io/part-of: spillway
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -53,6 +60,9 @@ spillway.io/cluster-id: {{ . | quote }}
 {{- end -}}
 {{- if not (regexMatch "^[^:/ ]+:[0-9]{1,5}$" .Values.broker.address) -}}
 {{- fail (printf "broker.address %q must be host:port" .Values.broker.address) -}}
+{{- end -}}
+{{- if and (eq .Values.donor.policy.reclaim "never") (lt (int64 (include "spillway-agent.guestPriority" .)) 0) -}}
+{{- fail "donor.policy.guestPriority is below 0 with donor.policy.reclaim=never: pods without a PriorityClass (priority 0) would preempt guests" -}}
 {{- end -}}
 {{- if and (include "spillway-agent.virtualNodeEnabled" .) (not .Values.virtualNode.readConfigCluster) (eq .Values.virtualNode.offloadScope "all") (empty .Values.virtualNode.offloadNamespaces) -}}
 {{- fail "virtualNode.offloadScope=all needs virtualNode.offloadNamespaces (namespaces whose ConfigMaps/Secrets the shim may read) or virtualNode.readConfigCluster=true" -}}

@@ -10,6 +10,7 @@ import {
 import {
   ErrorCode,
   SpillwayError,
+  guestPriority,
   inspectCertificate,
   loadKubeConfig,
   validateClusterId,
@@ -19,6 +20,7 @@ import type { AgentConfig } from './config.js';
 import { IdentityStore, missingJoinToken, needsRenewal, type Identity } from './credentials.js';
 import { Cancellations } from './executor/cancellations.js';
 import { Executor } from './executor/executor.js';
+import { GuestPriorityClass } from './executor/priority.js';
 import { StatusReflector } from './executor/status.js';
 import { TenantManager } from './executor/tenants.js';
 import type { InventoryPolicy } from './inventory/compute.js';
@@ -59,6 +61,16 @@ export function parseTolerations(items: readonly string[]): V1Toleration[] {
       ? { key: m[1]!, operator: 'Exists', effect: m[3]! }
       : { key: m[1]!, operator: 'Equal', value: m[2], effect: m[3]! };
   });
+}
+
+function guestPriorityOf(cfg: AgentConfig): number {
+  try {
+    return guestPriority(cfg.reclaim, cfg.guestPriority);
+  } catch (err) {
+    throw new SpillwayError(ErrorCode.INVALID_CONFIG, (err as Error).message, {
+      field: '--guest-priority',
+    });
+  }
 }
 
 async function obtainIdentity(
@@ -102,6 +114,8 @@ async function obtainIdentity(
 
 /** Starts the agent: identity, informers, executor, and the stream to the broker. */
 export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<RunningAgent> {
+  // Bad policy stops the agent before it spends its join token.
+  const priority = guestPriorityOf(cfg);
   const kc = loadKubeConfig({
     ...(cfg.kubeconfig ? { kubeconfig: cfg.kubeconfig } : {}),
     ...(cfg.context ? { context: cfg.context } : {}),
@@ -118,7 +132,18 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
     gpuResources: cfg.gpuResources,
     nodeSelector: parseSelector(cfg.nodeSelector),
     reservedGpusPerNode: cfg.reservedGpusPerNode,
+    reclaimHoldMs: cfg.reclaimHold,
   };
+  const guestClass = new GuestPriorityClass(
+    kc,
+    {
+      reclaim: cfg.reclaim,
+      priorityClassName: cfg.guestPriorityClass,
+      priority,
+      maxGracePeriodSeconds: Math.floor(cfg.maxGuestGracePeriod / 1000),
+    },
+    logger.child({ component: 'priority' }),
+  );
   const gpuTolerations = parseTolerations(cfg.gpuTolerations);
 
   const client = new BrokerClient({
@@ -151,6 +176,7 @@ export async function startAgent(cfg: AgentConfig, rootLogger: Logger): Promise<
     },
     gpuResources: cfg.gpuResources,
     gpuTolerations,
+    guestPriority: guestClass,
     offloadedPods: () => statusRef.status?.cache(),
   });
 

@@ -1,4 +1,10 @@
-import { DEFAULT_GPU_RESOURCES, type ConfigOf, type Schema } from '@spillway/common';
+import {
+  DEFAULT_GPU_RESOURCES,
+  DEFAULT_GUEST_PRIORITY_CLASS,
+  RECLAIM_MODES,
+  type ConfigOf,
+  type Schema,
+} from '@spillway/common';
 import { BASELINE_CAPABILITIES } from './forge/policy.js';
 
 export const agentConfigSchema = {
@@ -70,6 +76,39 @@ export const agentConfigSchema = {
     min: 0,
     max: 64,
     description: 'GPUs per node kept back for local use',
+  },
+  reclaim: {
+    type: 'string',
+    default: 'preempt',
+    choices: RECLAIM_MODES,
+    description:
+      "preempt: guests run below this cluster's own pods and its scheduler preempts them when a local pod needs their GPUs; never: pods without a PriorityClass do not preempt them",
+  },
+  guestPriorityClass: {
+    type: 'string',
+    default: DEFAULT_GUEST_PRIORITY_CLASS,
+    description: 'the PriorityClass the agent installs and sets on every offloaded pod',
+  },
+  guestPriority: {
+    type: 'int',
+    min: -1_000_000_000,
+    max: 1_000_000_000,
+    description:
+      "the guests' priority (default -1000 with --reclaim preempt, 0 with --reclaim never)",
+  },
+  maxGuestGracePeriod: {
+    type: 'duration',
+    default: '30s',
+    maxMs: 3_600_000,
+    description:
+      "the longest notice (termination grace period) a guest gets when it is preempted or deleted; its origin's own setting is capped to it",
+  },
+  reclaimHold: {
+    type: 'duration',
+    default: '30s',
+    maxMs: 600_000,
+    description:
+      "how long a preempted guest's GPUs stay reported in use after it ends, so nothing is placed there before the pod that preempted it is bound",
   },
   allowedCapabilities: {
     type: 'list',

@@ -59,6 +59,12 @@ export const AGENT_RULES: V1PolicyRule[] = [
     verbs: [...READ, 'create', 'update', 'delete'],
   },
   { apiGroups: [''], resources: ['events'], verbs: [...READ, 'create', 'patch'] },
+  // The guests' PriorityClass (the donor's reclaim policy), installed on the first offload.
+  {
+    apiGroups: ['scheduling.k8s.io'],
+    resources: ['priorityclasses'],
+    verbs: ['get', 'create', 'delete'],
+  },
 ];
 
 /** The shim keeps virtual Nodes and their Leases, binds pods to them and mirrors status. */

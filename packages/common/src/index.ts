@@ -15,3 +15,4 @@ export * from './labels.js';
 export * from './podrefs.js';
 export * from './kube.js';
 export * from './pod-policy.js';
+export * from './reclaim.js';

@@ -43,6 +43,7 @@ import {
 } from '../forge/pod.js';
 import { assertPodAllowed, type DonorPodPolicy } from '../forge/policy.js';
 import { openDonorLog } from './donor-log.js';
+import type { GuestPriorityClass } from './priority.js';
 import type { TenantManager } from './tenants.js';
 
 export interface ExecutorOptions {
@@ -53,6 +54,11 @@ export interface ExecutorOptions {
   gpuResources: readonly string[];
   /** Tolerations added so offloaded pods land on this cluster's tainted GPU nodes. */
   gpuTolerations: readonly V1Toleration[];
+  /**
+   * The guests' PriorityClass (the donor's reclaim policy): installed before the first pod
+   * and set on every pod. Without it pods run at the donor's default priority.
+   */
+  guestPriority?: GuestPriorityClass;
   /** Largest accepted object in a command, bytes. */
   maxObjectBytes?: number;
   /**
@@ -203,6 +209,12 @@ export class Executor {
       ...(req.reservation_id ? { reservationId: req.reservation_id } : {}),
       gpuTolerations: this.opts.gpuTolerations,
       allowServiceAccountToken: this.opts.policy.allowServiceAccountToken,
+      ...(this.opts.guestPriority
+        ? {
+            priorityClassName: this.opts.guestPriority.policy.priorityClassName,
+            maxGracePeriodSeconds: this.opts.guestPriority.policy.maxGracePeriodSeconds,
+          }
+        : {}),
     });
     // The copy's name follows from the origin pod's uid: a copy the cache does not show yet
     // is caught by AlreadyExists below.
@@ -245,7 +257,7 @@ export class Executor {
         ),
       );
     try {
-      await this.core.createNamespacedPod({ namespace: tenant.namespace, body: remote });
+      await this.createGuest(tenant.namespace, remote);
     } catch (err) {
       if (isAlreadyExists(err))
         return {
@@ -269,6 +281,23 @@ export class Executor {
       remote_name: remote.metadata!.name!,
       already_existed: false,
     };
+  }
+
+  /**
+   * Creates the pod at the guests' priority. A PriorityClass someone deleted makes the API
+   * server refuse the pod: the class is installed again and the create tried once more.
+   */
+  private async createGuest(namespace: string, body: V1Pod): Promise<void> {
+    const prio = this.opts.guestPriority;
+    await prio?.ensure();
+    try {
+      await this.core.createNamespacedPod({ namespace, body });
+    } catch (err) {
+      if (!prio || apiStatus(err) !== 403 || !/PriorityClass/i.test(apiMessage(err))) throw err;
+      prio.invalidate();
+      await prio.ensure();
+      await this.core.createNamespacedPod({ namespace, body });
+    }
   }
 
   private async gpusInUse(namespace: string): Promise<number> {

@@ -3,6 +3,9 @@ import type { PodEventReport, PodStatusEvent } from '@spillway/api';
 import {
   LABEL_MANAGED_BY,
   MANAGED_BY_VALUE,
+  PREEMPTED_EVENT_REASON,
+  REASON_RECLAIMED,
+  preemptorOf,
   runInformer,
   stripManagedFields,
   type Logger,
@@ -64,6 +67,24 @@ export function podStatusEvent(
   };
 }
 
+/** What an origin is told of a donor Event: the scheduler's preemption becomes a reclaim naming the preemptor. */
+export function forwardedEvent(e: CoreV1Event): { type: string; reason: string; message: string } {
+  if (e.reason === PREEMPTED_EVENT_REASON) {
+    const by = preemptorOf(e);
+    const node = /on node (\S+)/.exec(e.message ?? '')?.[1];
+    return {
+      type: 'Warning',
+      reason: REASON_RECLAIMED,
+      message: `GPUs reclaimed for the donor's pod ${by ?? '(not named)'}: preempted${node ? ` on node ${node}` : ''}`,
+    };
+  }
+  return { type: e.type ?? 'Normal', reason: e.reason ?? '', message: e.message ?? '' };
+}
+
+/** How long a deleted pod's identity is kept for its late Events (the scheduler records Preempted after the delete). */
+const GONE_TTL_MS = 120_000;
+const MAX_GONE = 1024;
+
 /**
  * Pushes every status change and Event of offloaded pods to the broker as it happens,
  * so origins mirror them without polling.
@@ -72,6 +93,8 @@ export class StatusReflector {
   private pods?: ManagedInformer<V1Pod>;
   private events?: ManagedInformer<CoreV1Event>;
   private readonly sent = new Map<string, string>();
+  /** Recently deleted pods, by namespace/name: their Events may still arrive. */
+  private readonly gone = new Map<string, { pod: V1Pod; at: number }>();
   private synced = false;
 
   constructor(private readonly opts: StatusReflectorOptions) {}
@@ -109,19 +132,24 @@ export class StatusReflector {
     if (this.sent.get(key) === fp) return;
     const ev = podStatusEvent(pod, this.opts.clusterId, deleted);
     if (!ev) return;
-    if (deleted) this.sent.delete(key);
-    else this.sent.set(key, fp);
+    if (deleted) {
+      this.sent.delete(key);
+      this.remember(key, pod);
+    } else this.sent.set(key, fp);
     this.opts.sendStatus(ev);
   }
 
   private onEvent(e: CoreV1Event): void {
     const obj = e.involvedObject;
     if (obj.kind !== 'Pod' || !obj.namespace?.startsWith('spillway-') || !obj.name) return;
-    const pod = this.pods?.informer.get(obj.name, obj.namespace);
+    const pod =
+      this.pods?.informer.get(obj.name, obj.namespace) ??
+      this.gone.get(`${obj.namespace}/${obj.name}`)?.pod;
     if (!pod) return;
     const id = originOf(pod);
     if (!id) return;
     const last = e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp;
+    const fwd = forwardedEvent(e);
     this.opts.sendEvent({
       pod: {
         origin_cluster: id.originCluster,
@@ -130,12 +158,21 @@ export class StatusReflector {
         uid: id.uid,
       },
       donor_cluster: this.opts.clusterId,
-      type: e.type ?? 'Normal',
-      reason: e.reason ?? '',
-      message: e.message ?? '',
+      type: fwd.type,
+      reason: fwd.reason,
+      message: fwd.message,
       count: e.count ?? 1,
       last_unix_ms: String(last ? new Date(last).getTime() : Date.now()),
     });
+  }
+
+  private remember(key: string, pod: V1Pod): void {
+    const now = Date.now();
+    for (const [k, g] of this.gone) {
+      if (g.at > now - GONE_TTL_MS && this.gone.size < MAX_GONE) break;
+      this.gone.delete(k);
+    }
+    this.gone.set(key, { pod, at: now });
   }
 
   /** The cache of offloaded pods, once it holds the cluster as it is. */

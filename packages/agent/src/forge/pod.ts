@@ -24,6 +24,7 @@ import {
   LABEL_REFLECTED,
   MANAGED_BY_VALUE,
   VIRTUAL_NODE_TAINT_KEY,
+  guestGracePeriod,
   isServiceAccountTokenVolume,
 } from '@spillway/common';
 
@@ -158,13 +159,18 @@ export interface TranslatePodOptions {
   /** Tolerations for the donor's GPU node taints. */
   gpuTolerations?: readonly V1Toleration[];
   allowServiceAccountToken?: boolean;
+  /** The donor's PriorityClass for guests; the origin's own priority never crosses over. */
+  priorityClassName?: string;
+  /** The donor's cap on a guest's termination grace period, seconds. */
+  maxGracePeriodSeconds?: number;
 }
 
 /**
  * Origin pod → donor pod. Keeps what the workload needs (containers, volumes it was sent,
  * restart policy, security context, GPU node constraints); drops what belongs to the origin
- * (scheduling, owner references, service account, the API server's injected token volume,
- * pod affinity); records where it came from.
+ * (scheduling, priority, owner references, service account, the API server's injected token
+ * volume, pod affinity); runs it at the donor's guest priority, with the donor's cap on its
+ * notice; records where it came from.
  */
 export function translatePod(
   origin: V1Pod,
@@ -201,9 +207,17 @@ export function translatePod(
       ...(spec.initContainers ? { initContainers: spec.initContainers.map(dropMounts) } : {}),
       ...(volumes.length > 0 ? { volumes } : {}),
       restartPolicy: spec.restartPolicy ?? 'Always',
-      ...(spec.terminationGracePeriodSeconds !== undefined
-        ? { terminationGracePeriodSeconds: spec.terminationGracePeriodSeconds }
-        : {}),
+      ...(opts.maxGracePeriodSeconds !== undefined
+        ? {
+            terminationGracePeriodSeconds: guestGracePeriod(
+              spec.terminationGracePeriodSeconds,
+              opts.maxGracePeriodSeconds,
+            ),
+          }
+        : spec.terminationGracePeriodSeconds !== undefined
+          ? { terminationGracePeriodSeconds: spec.terminationGracePeriodSeconds }
+          : {}),
+      ...(opts.priorityClassName ? { priorityClassName: opts.priorityClassName } : {}),
       ...(spec.activeDeadlineSeconds !== undefined
         ? { activeDeadlineSeconds: spec.activeDeadlineSeconds }
         : {}),

@@ -21,6 +21,8 @@ export interface InventoryPolicy {
   nodeSelector: Readonly<Record<string, string>>;
   /** GPUs per node (per resource) kept back for local use. */
   reservedGpusPerNode: number;
+  /** How long a preempted guest's GPUs stay counted after it ends (ReclaimHold); 0: not at all. */
+  reclaimHoldMs?: number;
 }
 
 export type NodeVerdict =
@@ -38,11 +40,19 @@ function gpuMemoryMiB(labels: Record<string, string>): number {
   return Number.isFinite(n) && n > 0 ? n : 0;
 }
 
-/** Requests of the pods that hold resources on a node: bound there and not terminated. */
+/**
+ * The node a pod holds resources on: the one it is bound to or, while it waits for the
+ * victims of its preemption to go, the one the scheduler nominated for it.
+ */
+export function nodeHeldBy(pod: V1Pod): string | undefined {
+  return pod.spec?.nodeName || pod.status?.nominatedNodeName || undefined;
+}
+
+/** Requests of the pods that hold resources on a node: bound or nominated there, not terminated. */
 export function podsHoldingResources(pods: Iterable<V1Pod>, nodeName: string): V1Pod[] {
   const out: V1Pod[] = [];
   for (const p of pods) {
-    if (p.spec?.nodeName === nodeName && !isTerminalPhase(p.status?.phase)) out.push(p);
+    if (nodeHeldBy(p) === nodeName && !isTerminalPhase(p.status?.phase)) out.push(p);
   }
   return out;
 }

@@ -6,7 +6,14 @@ import {
   type Logger,
   type ManagedInformer,
 } from '@spillway/common';
-import { capacityKey, computeNode, podsHoldingResources, type InventoryPolicy } from './compute.js';
+import {
+  capacityKey,
+  computeNode,
+  nodeHeldBy,
+  podsHoldingResources,
+  type InventoryPolicy,
+} from './compute.js';
+import { ReclaimHold } from './reclaim-hold.js';
 import { slimPodForInventory } from './slim.js';
 
 export interface InventoryReporterOptions {
@@ -35,10 +42,13 @@ export class InventoryReporter {
   private sequence = 0;
   private readonly debounceMs: number;
   private policy: InventoryPolicy;
+  private readonly hold: ReclaimHold;
+  private readonly holdTimers = new Set<NodeJS.Timeout>();
 
   constructor(private readonly opts: InventoryReporterOptions) {
     this.debounceMs = opts.debounceMs ?? 100;
     this.policy = opts.policy;
+    this.hold = new ReclaimHold(opts.policy.reclaimHoldMs ?? 0);
   }
 
   async start(): Promise<void> {
@@ -81,8 +91,10 @@ export class InventoryReporter {
 
   private podChanged(p: V1Pod, deleted: boolean): void {
     const key = this.podKey(p);
+    const holdUntil = this.hold.observe(key, p, deleted);
+    if (holdUntil !== undefined) this.afterHold(key, holdUntil);
     const prevNode = this.podNode.get(key);
-    const node = deleted ? undefined : p.spec?.nodeName;
+    const node = deleted ? undefined : nodeHeldBy(p);
     if (prevNode && prevNode !== node) {
       this.podsByNode.get(prevNode)?.delete(key);
       this.podNode.delete(key);
@@ -95,6 +107,20 @@ export class InventoryReporter {
       this.podNode.set(key, node);
       this.markDirty(node);
     }
+  }
+
+  /** When a reclaimed guest's hold ends, its node is reported again with those GPUs free. */
+  private afterHold(key: string, until: number): void {
+    const node = this.hold.nodeOf(key);
+    const timer = setTimeout(
+      () => {
+        this.holdTimers.delete(timer);
+        this.markDirty(node);
+      },
+      Math.max(0, until - Date.now()) + 10,
+    );
+    timer.unref();
+    this.holdTimers.add(timer);
   }
 
   private markDirty(node: string | undefined): void {
@@ -121,7 +147,7 @@ export class InventoryReporter {
     if (!name) return undefined;
     // Succeeded and Failed pods stay bound to the node but hold nothing any more.
     const pods = podsHoldingResources(this.podsByNode.get(name)?.values() ?? [], name);
-    const v = computeNode(n, pods, this.policy);
+    const v = computeNode(n, [...pods, ...this.hold.onNode(name)], this.policy);
     return v.eligible ? v.capacity : undefined;
   }
 
@@ -172,6 +198,8 @@ export class InventoryReporter {
 
   async stop(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
+    for (const t of this.holdTimers) clearTimeout(t);
+    this.holdTimers.clear();
     await Promise.all([this.nodes?.stop(), this.pods?.stop()]);
   }
 }

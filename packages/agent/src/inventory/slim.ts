@@ -1,5 +1,5 @@
 import type { CoreV1Event, V1Container, V1Pod } from '@kubernetes/client-node';
-import { LABEL_ORIGIN_UID } from '@spillway/common';
+import { DISRUPTION_TARGET, LABEL_ORIGIN_UID } from '@spillway/common';
 
 /** The object without its undefined properties (the API types forbid them). */
 function defined<T>(o: { [K in keyof T]?: T[K] | undefined }): T {
@@ -18,7 +18,8 @@ function slimContainer(c: V1Container): V1Container {
 
 /**
  * What the inventory reads of a pod, and nothing else: where it is bound, what it requests,
- * whether it still holds it, and which origin pod it copies. The inventory watches every pod
+ * whether it still holds it, the node it is nominated to while it waits for a preemption,
+ * which origin pod it copies and whether the scheduler preempted it. The inventory watches every pod
  * of the donor, so keeping whole pods (images, env, volumes, managedFields, statuses) would
  * make its memory grow with everything the cluster runs.
  */
@@ -43,8 +44,22 @@ export function slimPodForInventory(pod: V1Pod): V1Pod {
           overhead: spec.overhead,
         })
       : undefined,
-    status: pod.status?.phase ? { phase: pod.status.phase } : undefined,
+    status: slimStatus(pod, !!originUid),
   });
+}
+
+function slimStatus(pod: V1Pod, offloaded: boolean): V1Pod['status'] {
+  const s = pod.status;
+  if (!s) return undefined;
+  const disruption = offloaded
+    ? (s.conditions ?? []).filter((c) => c.type === DISRUPTION_TARGET)
+    : [];
+  const out = defined<NonNullable<V1Pod['status']>>({
+    phase: s.phase,
+    nominatedNodeName: s.nominatedNodeName,
+    conditions: disruption.length > 0 ? disruption : undefined,
+  });
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 /**
@@ -65,6 +80,10 @@ export function slimEvent(e: CoreV1Event, tenantPrefix = 'spillway-'): CoreV1Eve
   return defined<CoreV1Event>({
     metadata,
     involvedObject: defined({ kind: o.kind, namespace: o.namespace, name: o.name }),
+    // The scheduler's Preempted event names the preemptor here.
+    related: e.related
+      ? defined({ kind: e.related.kind, namespace: e.related.namespace, name: e.related.name })
+      : undefined,
     type: e.type,
     reason: e.reason,
     message: e.message,

@@ -4,7 +4,13 @@ import type {
   V1PodCondition,
   V1PodStatus,
 } from '@kubernetes/client-node';
-import { isTerminalPhase } from '@spillway/common';
+import {
+  DISRUPTION_TARGET,
+  PREEMPTION_BY_SCHEDULER,
+  REASON_RECLAIMED,
+  isTerminalPhase,
+  preemptedByScheduler,
+} from '@spillway/common';
 
 /**
  * Pure: donor pod status → origin pod status, the way a kubelet would post it for a pod on
@@ -145,6 +151,30 @@ export function failedStatus(
 }
 
 /**
+ * The origin pod Failed because its donor took the GPUs back (its scheduler preempted the
+ * copy for a pod of its own). The DisruptionTarget condition is the one Kubernetes sets on
+ * a preempted pod, so a Job's podFailurePolicy can tell a reclaim from a crash.
+ */
+export function reclaimedStatus(origin: V1Pod, donor: string, now: Date): V1PodStatus {
+  const message = `donor ${donor} reclaimed its GPUs: its scheduler preempted the pod for one of its own`;
+  const failed = failedStatus(origin, REASON_RECLAIMED, message, now);
+  const disruption: V1PodCondition = {
+    type: DISRUPTION_TARGET,
+    status: 'True',
+    reason: PREEMPTION_BY_SCHEDULER,
+    message,
+    lastTransitionTime: stamp(now),
+  };
+  return {
+    ...failed,
+    conditions: [
+      ...(failed.conditions ?? []).filter((c) => c.type !== DISRUPTION_TARGET),
+      disruption,
+    ],
+  };
+}
+
+/**
  * The origin status a kubelet would post for its pod given the donor's pod. The origin keeps
  * what Kubernetes owns there (PodScheduled and other non-kubelet conditions, QoS class,
  * nominated node); phase, kubelet conditions, container statuses, IPs and start time come
@@ -155,6 +185,8 @@ export function mirrorStatus(origin: V1Pod, remote: RemoteView, opts: MirrorOpti
   const cur = origin.status ?? {};
   if (isTerminalPhase(cur.phase)) return cur;
   const r = remote.status;
+  if (preemptedByScheduler(r) && (remote.deleted || isTerminalPhase(r.phase)))
+    return reclaimedStatus(origin, remote.donor, opts.now);
   if (remote.deleted && !isTerminalPhase(r.phase)) {
     return failedStatus(
       origin,
