@@ -4,15 +4,16 @@
 // (`ctr -n k8s.io images import <archive>`), and pods name them `local/<name>:<tag>`.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestbedError } from '../testbed/errors.js';
 
 /** The images the test bed can build. */
-export const IMAGE_NAMES = ['pause', 'workload'] as const;
+export const IMAGE_NAMES = ['pause', 'workload', 'spillway-base', 'spillway'] as const;
 export type ImageName = (typeof IMAGE_NAMES)[number];
 
 /** One image ready to import: its archive and the names it goes by. */
@@ -51,8 +52,55 @@ export const IMAGES_DIR =
   basename(dirname(here)) === 'dist' ? join(here, '..', '..', 'images') : here;
 export const BUILD_SCRIPT = join(IMAGES_DIR, 'build.sh');
 
+/** The repository root: the Spillway image's build context. */
+export const REPO_DIR = join(IMAGES_DIR, '..', '..');
+/** The Node 24 binary the repository's `node` devDependency installed (as node:24-slim has). */
+export const NODE_BIN = join(REPO_DIR, 'node_modules', 'node', 'bin', 'node');
+
+/** The npm package the base image carries: $SPILLWAY_IMAGES_NPM, else the `npm` on PATH. */
+export function npmDir(): string {
+  const fromEnv = process.env['SPILLWAY_IMAGES_NPM'];
+  if (fromEnv) return fromEnv;
+  const found = spawnSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).stdout.trim();
+  if (!found) {
+    throw new TestbedError(
+      'TESTBED_BUILD_FAILED',
+      'image spillway-base: no npm on PATH to put in the image (or set SPILLWAY_IMAGES_NPM to an npm package directory)',
+    );
+  }
+  // .../lib/node_modules/npm/bin/npm-cli.js → .../lib/node_modules/npm
+  return dirname(dirname(realpathSync(found)));
+}
+
+// The Dockerfile's build context as .dockerignore leaves it: manifests, lockfile, tsconfigs,
+// proto/ and the packages' sources (no node_modules, dist, build info or tests).
+const CONTEXT_FILES = [
+  'Dockerfile',
+  '.dockerignore',
+  'package.json',
+  'package-lock.json',
+  'tsconfig.base.json',
+  'tsconfig.json',
+  'e2e/package.json',
+];
+const CONTEXT_DIRS = ['proto', 'packages'];
+const CONTEXT_SKIP = /(^|\/)(node_modules|dist)(\/|$)|\.tsbuildinfo$|\.test\.ts$/;
+
+async function contextFiles(): Promise<string[]> {
+  const files = CONTEXT_FILES.map((f) => join(REPO_DIR, f));
+  for (const dir of CONTEXT_DIRS) {
+    const entries = await readdir(join(REPO_DIR, dir), { recursive: true, withFileTypes: true });
+    const found = entries
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name))
+      .filter((f) => !CONTEXT_SKIP.test(f.slice(REPO_DIR.length)));
+    files.push(...found.sort());
+  }
+  return files;
+}
+
 /** The files whose bytes decide each image; a change to any of them gives a new tag. */
-function inputFiles(name: ImageName): string[] {
+async function inputFiles(name: ImageName): Promise<string[]> {
   const recipe = [BUILD_SCRIPT];
   switch (name) {
     case 'pause':
@@ -60,6 +108,12 @@ function inputFiles(name: ImageName): string[] {
     case 'workload':
       // The image is Debian's static busybox: its binary is an input.
       return [...recipe, '/bin/busybox'];
+    case 'spillway-base': {
+      const npm = npmDir();
+      return [...recipe, NODE_BIN, join(npm, 'package.json'), join(npm, 'bin', 'npm-cli.js')];
+    }
+    case 'spillway':
+      return [...recipe, ...(await contextFiles())];
   }
 }
 
@@ -74,8 +128,10 @@ export function defaultCacheDir(): string {
 /** sha256 over an image's name and the names and bytes of its inputs; missing files count. */
 export async function imageKey(name: ImageName): Promise<string> {
   const hash = createHash('sha256').update(`spillway-image-v1 ${name}\n`);
-  for (const file of inputFiles(name)) {
-    hash.update(`${file.startsWith(IMAGES_DIR) ? file.slice(IMAGES_DIR.length) : file}\n`);
+  // The Spillway image is built on the base image: a new base is a new Spillway image.
+  if (name === 'spillway') hash.update(`base ${await imageKey('spillway-base')}\n`);
+  for (const file of await inputFiles(name)) {
+    hash.update(`${file.startsWith(REPO_DIR) ? file.slice(REPO_DIR.length) : file}\n`);
     const bytes = await readFile(file).catch(() => undefined);
     hash.update(bytes === undefined ? 'missing\n' : `${bytes.length}\n`);
     if (bytes !== undefined) hash.update(bytes);
@@ -93,10 +149,12 @@ function runBuild(
   ref: string,
   log: (line: string) => void,
   started: number,
+  env: Record<string, string>,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('bash', [BUILD_SCRIPT, name, out, ref], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
     });
     const tail: string[] = [];
     let partial = '';
@@ -148,6 +206,27 @@ export function cacheEntry(
   return { dir, archive, complete };
 }
 
+/** What build.sh needs beyond its arguments for one image. */
+function buildEnv(name: ImageName, built: Map<ImageName, BuiltImage>): Record<string, string> {
+  switch (name) {
+    case 'spillway-base':
+      return { NODE_BIN, NPM_DIR: npmDir() };
+    case 'spillway': {
+      const base = built.get('spillway-base');
+      if (!base) throw new Error('spillway-base must be ensured before spillway');
+      const npmCache = process.env['npm_config_cache'] ?? join(homedir(), '.npm');
+      return {
+        REPO: REPO_DIR,
+        BASE_ARCHIVE: base.archive,
+        BASE_REF: base.ref,
+        NPM_CACHE: npmCache,
+      };
+    }
+    default:
+      return {};
+  }
+}
+
 /**
  * Builds the named images unless the cache has them (milliseconds when cached, seconds
  * to minutes cold), printing a progress line per step with the elapsed time. Images are
@@ -169,7 +248,16 @@ export async function ensureImages<const N extends ImageName = ImageName>(
   }
   const started = Date.now();
   const result = {} as { [K in N]: BuiltImage };
-  for (const name of names) {
+  const built = new Map<ImageName, BuiltImage>();
+  // The Spillway image needs its base first.
+  const order: ImageName[] = names.includes('spillway' as N)
+    ? [
+        ...names.filter((n) => n !== 'spillway' && n !== 'spillway-base'),
+        'spillway-base',
+        'spillway',
+      ]
+    : [...names];
+  for (const name of order) {
     const key = await imageKey(name);
     const tag = key.slice(0, 16);
     const ref = `docker.io/local/${name}:${tag}`;
@@ -177,7 +265,7 @@ export async function ensureImages<const N extends ImageName = ImageName>(
     const cached = entry.complete;
     if (!cached) {
       log(`images: ${name}: building ${ref} (${seconds(started)})`);
-      await runBuild(name, entry.dir, ref, log, started);
+      await runBuild(name, entry.dir, ref, log, started, buildEnv(name, built));
       if (!cacheEntry(name, key, cacheDir).complete) {
         throw new TestbedError(
           'TESTBED_BUILD_FAILED',
@@ -193,7 +281,7 @@ export async function ensureImages<const N extends ImageName = ImageName>(
       );
     }
     log(`images: ${name}: ${cached ? 'cached' : 'built'} ${entry.archive} (${seconds(started)})`);
-    result[name] = {
+    const image: BuiltImage = {
       name,
       ref,
       podImage: ref.replace(/^docker\.io\//, ''),
@@ -202,6 +290,8 @@ export async function ensureImages<const N extends ImageName = ImageName>(
       key,
       cached,
     };
+    built.set(name, image);
+    if ((names as readonly ImageName[]).includes(name)) result[name as N] = image;
   }
   return result;
 }
