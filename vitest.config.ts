@@ -20,7 +20,8 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
-          include: ['packages/*/src/**/*.int.test.ts'],
+          // The test bed's image builds (buildah, no registry) are checked here too.
+          include: ['packages/*/src/**/*.int.test.ts', 'e2e/images/**/*.int.test.ts'],
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },
