@@ -164,7 +164,9 @@ describe('test bed images', () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(TestbedError);
-    expect((err as TestbedError).message).toBe("unknown image 'nope' (known: pause, workload)");
+    expect((err as TestbedError).message).toBe(
+      "unknown image 'nope' (known: pause, workload, spillway-base, spillway)",
+    );
     expect(readdirSync(cacheDir)).toEqual([]);
   });
 });
