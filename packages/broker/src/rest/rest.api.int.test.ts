@@ -32,6 +32,7 @@ describe('REST API on a real SQLite store and the real core', () => {
       'DELETE /api/v1/peerings/{origin}/{donor}',
       'GET /api/v1/offloads',
       'POST /api/v1/placements:simulate',
+      'GET /api/v1/usage',
       'GET /api/v1/api-tokens',
       'POST /api/v1/api-tokens',
       'DELETE /api/v1/api-tokens/{id}',
@@ -48,7 +49,8 @@ describe('REST API on a real SQLite store and the real core', () => {
       };
     };
     expect(simulate.content['application/json'].schema.additionalProperties).toBe(false);
-    expect(simulate.content['application/json'].schema.required).toEqual(['origin', 'gpus']);
+    // One pod's `gpus` or a gang's `members`: the handler refuses both or neither.
+    expect(simulate.content['application/json'].schema.required).toEqual(['origin']);
   });
 
   it('lists clusters and shows one with its nodes and free GPUs', async () => {
@@ -131,6 +133,26 @@ describe('REST API on a real SQLite store and the real core', () => {
       verdicts: { donor: string; node: string; reason: string }[];
     }>();
     expect(result.placed).toBe(true);
+
+    // A gang: where all of its members would go together, on one donor.
+    const gang = await inject('POST', '/api/v1/placements:simulate', viewer, {
+      origin: 'origin-a',
+      gang: 'trainer',
+      members: [{ gpus: 2 }, { gpus: 2 }, { gpus: 0 }],
+      nodeSelector: { 'nvidia.com/gpu.product': A100 },
+    });
+    expect(gang.statusCode, gang.body).toBe(200);
+    const placedGang = gang.json<{
+      placed: boolean;
+      donor: string;
+      simulated: boolean;
+      reservations: { donor: string }[];
+    }>();
+    expect(placedGang).toMatchObject({ placed: true, gang: 'trainer', simulated: true });
+    expect(placedGang.reservations).toHaveLength(3);
+    expect(new Set(placedGang.reservations.map((r) => r.donor))).toEqual(
+      new Set([placedGang.donor]),
+    );
     expect([result.reservation.donor, result.reservation.node]).toEqual(['donor-b', 'gpu-1']);
     // Why not elsewhere: the nodes that cannot hold 4 GPUs say so.
     expect(result.verdicts.find((v) => v.node === 'gpu-9')?.reason).not.toBe('');

@@ -74,6 +74,13 @@ describe('REST API on a real SQLite store and the real core: refusals', () => {
       ['POST', '/api/v1/placements:simulate', { origin: 'origin-a', gpus: 1e9 }, 'gpus'],
       ['POST', '/api/v1/placements:simulate', { origin: 'origin-a', gpus: 1.5 }, 'gpus'],
       ['POST', '/api/v1/placements:simulate', { origin: 'origin-a', gpus: '4' }, 'gpus'],
+      ['POST', '/api/v1/placements:simulate', { origin: 'origin-a' }, 'gpus'],
+      [
+        'POST',
+        '/api/v1/placements:simulate',
+        { origin: 'origin-a', gpus: 1, members: [{ gpus: 1 }] },
+        'gpus',
+      ],
       [
         'POST',
         '/api/v1/placements:simulate',
