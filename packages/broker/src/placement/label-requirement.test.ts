@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { isSpillwayError } from '@spillway/common';
-import type { PlaceRequest__Output } from '@spillway/api';
 import { validatePlacementRequest } from '../core/validate.js';
 import type { PlacementRequest } from '../core/api.js';
 import { placeRequestFromProto } from '../grpc/convert.js';
